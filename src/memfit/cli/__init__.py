@@ -1,0 +1,65 @@
+"""The `memfit` command: a thin shell over the public API.
+
+Each subcommand lives in its own module here with two functions:
+`add_parser(subparsers)` declares its flags and `run(args) -> int` calls the
+API. Modules import torch and friends inside `run`, so `memfit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import warnings
+
+from memfit.errors import MemfitError
+
+# Order is the order of `memfit --help`.
+COMMANDS = [
+    "demo",
+    "budgets",
+    "profile",
+    "estimate",
+    "plan",
+    "shrink",
+    "convert",
+    "compress",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memfit",
+        description="Make deep-learning training fit in the memory you have.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"memfit.cli.{name.replace('-', '_')}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not os.environ.get("MEMFIT_DEBUG"):
+        warnings.filterwarnings("ignore")
+    try:
+        return int(args.run(args) or 0)
+    except MemfitError as exc:
+        print(f"memfit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("memfit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unforeseen input: still one line, unless debugging
+        if os.environ.get("MEMFIT_DEBUG"):
+            raise
+        print(
+            f"memfit: error: {type(exc).__name__}: {exc} "
+            "(set MEMFIT_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,1 @@
+"""Measuring memory: live tensor storages by category, and the process peak."""

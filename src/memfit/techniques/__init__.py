@@ -1,0 +1,1 @@
+"""Techniques that make training fit: each file holds one technique's effect and apply."""
