@@ -6,6 +6,7 @@ exit; the message is written for that line, so it says what to do.
     MemfitError
     ├── BudgetError            a budget string that is not a size or a preset
     ├── WorkloadError          a model spec that cannot be loaded or built
+    │   └── UnknownOptimizerError  an optimizer name memfit does not know
     ├── MeasureError           a training step that could not be measured
     ├── EstimateError          a model that cannot run on fake tensors
     ├── PlanError              a plan that cannot be made or applied
@@ -34,6 +35,10 @@ class BudgetError(MemfitError, ValueError):
 
 
 class WorkloadError(MemfitError, ValueError):
+    pass
+
+
+class UnknownOptimizerError(WorkloadError):
     pass
 
 

@@ -1,0 +1,125 @@
+"""The process's own peak memory: RSS on CPU, the caching allocator's peak on CUDA.
+
+glibc keeps freed blocks in its arenas and serves later allocations from them,
+so a step's RSS peak depends on what ran before it (the same step read 512, 78
+and 30 MiB in three runs). Making every block of 1 MiB or more its own mmap
+(M_MMAP_THRESHOLD) returns big tensors to the OS when they are freed, which makes
+the high-water mark repeatable. `MALLOC_MMAP_THRESHOLD_` does the same from the
+environment; `stabilize_allocator` sets it from inside a running process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_STABLE_MMAP_THRESHOLD = 1 << 20
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def stabilize_allocator() -> bool:
+    """Make glibc give big frees back to the OS at once. Returns False where not possible."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, _STABLE_MMAP_THRESHOLD) == 1
+    libc.mallopt(_M_TRIM_THRESHOLD, _STABLE_MMAP_THRESHOLD)
+    release_free_memory()
+    return ok
+
+
+def release_free_memory() -> None:
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def current_rss_bytes() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def _read_hwm_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark to the current RSS (Linux: clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """Highest RSS since the last reset (or since start where resets are not possible)."""
+    hwm = _read_hwm_bytes()
+    if hwm is not None:
+        return hwm
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+@dataclass
+class ProcessPeak:
+    """Peak of the process over a stretch of code, and its level before the stretch."""
+
+    device: str
+    baseline_bytes: int = 0
+    peak_bytes: int = 0
+    resettable: bool = True
+
+    def start(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.baseline_bytes = torch.cuda.memory_allocated()
+        else:
+            release_free_memory()
+            self.resettable = reset_peak_rss()
+            self.baseline_bytes = current_rss_bytes()
+
+    def stop(self) -> int:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+        else:
+            self.peak_bytes = max(peak_rss_bytes(), current_rss_bytes())
+        return self.peak_bytes
+
+
+def process_memory_bytes(device: str) -> int:
+    """Memory the process holds now on `device` (RSS, or CUDA bytes allocated)."""
+    if device.startswith("cuda"):
+        return torch.cuda.memory_allocated()
+    return current_rss_bytes()
+
+
+def env_is_stable() -> bool:
+    return os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None

@@ -1,0 +1,141 @@
+"""`profile`: run a real training step and measure where its memory goes."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import torch
+from torch import nn
+
+from memfit.errors import MeasureError
+from memfit.measure.bytes import iter_storages
+from memfit.measure.process import ProcessPeak, process_memory_bytes, stabilize_allocator
+from memfit.measure.step import batch_tensors, training_step
+from memfit.measure.tracker import MemoryTracker, TrackerResult
+from memfit.memory_profile import MemoryProfile, ModuleRow
+from memfit.optim import make_optimizer
+from memfit.workload import Workload, load_workload
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def profile(
+    workload: Workload | str,
+    batch_size: int | None = None,
+    optimizer: str = "adam",
+    *,
+    precision: str = "fp32",
+    device: str | None = None,
+    seed: int = 0,
+) -> MemoryProfile:
+    """Measure one real training step: peak, categories at the peak, per-module rows, process peak.
+
+    A warm-up step runs first so optimizer state exists, as it does in every step after the first.
+
+        >>> from memfit import zoo
+        >>> p = profile(zoo.get("mlp", depth=2, width=32, inputs=16), batch_size=8)
+        >>> p.categories["optimizer"] == 2 * p.categories["parameters"]
+        True
+    """
+    workload = load_workload(workload)
+    batch_size = batch_size or workload.default_batch_size
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_precision(precision, device)
+    stabilize_allocator()
+    gc.collect()
+    before_model = process_memory_bytes(device)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = workload.build_model()
+    model.train()
+    opt = make_optimizer(optimizer, model.parameters())
+    try:
+        training_step(workload, model, opt, workload.make_batch(batch_size, device),
+                      precision=precision, device=device)
+        batch = workload.make_batch(batch_size, device)
+        process = ProcessPeak(device)
+        gc.collect()
+        process.start()
+        result, step_s = run_tracked_step(workload, model, opt, batch, precision=precision,
+                                          device=device, time_modules=True)
+        process.stop()
+    except torch.OutOfMemoryError as exc:
+        raise MeasureError(
+            f"{workload.name} ran out of memory at batch size {batch_size}; "
+            "try `memfit estimate` (allocates nothing) or a smaller --batch-size") from exc
+    return MemoryProfile(
+        method="measured",
+        device=device,
+        batch_size=batch_size,
+        peak_bytes=result.peak_bytes,
+        categories=result.categories,
+        peak_phase=result.peak_phase,
+        phase_peaks=result.phase_peaks,
+        modules=module_rows(model, result),
+        workload=workload.name,
+        optimizer=optimizer,
+        precision=precision,
+        rss_peak_bytes=process.peak_bytes,
+        process_step_bytes=max(0, process.peak_bytes - before_model),
+        step_time_s=step_s,
+        config=dict(workload.config),
+        timeline=result.timeline,
+    )
+
+
+def run_tracked_step(
+    workload: Workload,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch,
+    *,
+    precision: str = "fp32",
+    device: str = "cpu",
+    time_modules: bool = False,
+) -> tuple[TrackerResult, float]:
+    """One training step under the tracker; shared by `profile` and `estimate`."""
+    tracker = MemoryTracker()
+    tracker.register_model(model)
+    tracker.register_optimizer(optimizer)
+    tracker.register(batch_tensors(batch), "other")
+
+    def on_phase(phase: str) -> None:
+        tracker.phase = phase
+
+    start = time.perf_counter()
+    with tracker.track(model, time_modules=time_modules):
+        training_step(workload, model, optimizer, batch, precision=precision, device=device,
+                      on_phase=on_phase)
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+    return tracker.result(), time.perf_counter() - start
+
+
+def module_rows(model: nn.Module, result: TrackerResult) -> list[ModuleRow]:
+    """Per-module parameter bytes (each storage counted at its first owner) and saved activations."""
+    seen: set[int] = set()
+    keep: list = []  # keep storages alive so their ids stay unique while counting
+    rows = []
+    for name, module in model.named_modules():
+        label = name or "(model)"
+        own = 0
+        tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+        for tensor in tensors:
+            for storage in iter_storages(tensor):
+                if id(storage) not in seen:
+                    seen.add(id(storage))
+                    keep.append(storage)
+                    own += storage.nbytes()
+        acts = result.module_activations.get(label, 0)
+        if own or acts:
+            rows.append(ModuleRow(label, type(module).__name__, own, acts,
+                                  result.module_forward_s.get(label)))
+    return rows
+
+
+def _check_precision(precision: str, device: str) -> None:
+    if precision not in PRECISIONS:
+        raise MeasureError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not str(device).startswith("cuda"):
+        raise MeasureError("fp16 training needs a CUDA device; on CPU use --precision bf16")

@@ -1,0 +1,270 @@
+"""Count live tensor storages by category while a training step runs.
+
+A TorchDispatchMode sees every op's outputs; each new storage is recorded once
+(views and in-place results share a storage) and a weakref finalizer forgets it
+when it is freed. The same code runs on real tensors (`memfit profile`) and on
+fake ones (`memfit estimate`), so measurement and estimate cannot drift apart.
+
+PyTorch's private `torch.distributed._tools.mem_tracker` works the same way; we
+keep our own small version because that module is private and may change.
+
+Categories:
+- `parameters`: parameters and buffers, registered before the step.
+- `gradients`: a storage becomes a gradient when autograd accumulates it into `.grad`.
+- `optimizer`: optimizer state, registered before the step.
+- `activations`: storages created in the forward pass and saved for backward.
+- `other`: inputs, and temporaries of any phase.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
+
+from memfit.measure.bytes import iter_storages
+
+CATEGORIES = ("parameters", "gradients", "optimizer", "activations", "other")
+PHASES = ("forward", "backward", "optimizer_step", "zero_grad")
+
+
+@dataclass(slots=True)
+class _Entry:
+    nbytes: int
+    category: str
+    seq: int  # allocation order: lets a relabel correct the peak snapshot
+    module: str | None = None
+    created_in: str | None = None
+
+
+@dataclass
+class TrackerResult:
+    """What a tracked step used: the peak, its make-up, and where it happened."""
+
+    peak_bytes: int
+    peak_phase: str
+    categories: dict[str, int]
+    phase_peaks: dict[str, int]
+    module_activations: dict[str, int]
+    module_forward_s: dict[str, float]
+    timeline: list[tuple[int, int]] = field(default_factory=list)
+    """(total live bytes, phase index) after each allocation or free, for charts."""
+
+
+class MemoryTracker:
+    """Live tensor bytes by category. Use `register_*` first, then `with tracker.track(model):`."""
+
+    def __init__(self, keep_timeline: bool = True):
+        self._live: dict[int, _Entry] = {}
+        self._refs: dict[int, weakref.finalize] = {}
+        self._totals = dict.fromkeys(CATEGORIES, 0)
+        self._total = 0
+        self._seq = 0
+        self.phase = "forward"
+        self._peak = 0
+        self._peak_seq = -1
+        self._peak_phase = "forward"
+        self._peak_categories = dict.fromkeys(CATEGORIES, 0)
+        self._phase_peaks = dict.fromkeys(PHASES, 0)
+        self._module_stack: list[str] = []
+        self._module_activations: dict[str, int] = {}
+        self._module_forward_s: dict[str, float] = {}
+        self._keep_timeline = keep_timeline
+        self._timeline: list[tuple[int, int]] = []
+
+    # ---- registering what exists before the step -------------------------------------------
+    def register(self, tensors: Iterable[torch.Tensor], category: str) -> None:
+        """Record storages that already exist (parameters, optimizer state, inputs)."""
+        for tensor in tensors:
+            if isinstance(tensor, torch.Tensor):
+                for storage in iter_storages(tensor):
+                    self._add(storage, category, created_in=None)
+
+    def register_model(self, model: nn.Module) -> None:
+        self.register(model.parameters(), "parameters")
+        self.register(model.buffers(), "parameters")
+        self.register((p.grad for p in model.parameters() if p.grad is not None), "gradients")
+
+    def register_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.register(_state_tensors(optimizer), "optimizer")
+
+    # ---- the bookkeeping -----------------------------------------------------------------------
+    def _add(self, storage: torch.UntypedStorage, category: str, created_in: str | None) -> None:
+        key = id(storage)
+        if key in self._live:
+            return
+        nbytes = storage.nbytes()
+        module = self._module_stack[-1] if self._module_stack else None
+        self._seq += 1
+        self._live[key] = _Entry(nbytes, category, self._seq, module, created_in)
+        self._refs[key] = weakref.finalize(storage, self._free, key)
+        self._totals[category] += nbytes
+        self._total += nbytes
+        self._after_change()
+
+    def _free(self, key: int) -> None:
+        entry = self._live.pop(key, None)
+        self._refs.pop(key, None)
+        if entry is None:
+            return
+        self._totals[entry.category] -= entry.nbytes
+        self._total -= entry.nbytes
+        self._after_change()
+
+    def _after_change(self) -> None:
+        phase = self.phase
+        if self._total > self._phase_peaks.get(phase, 0):
+            self._phase_peaks[phase] = self._total
+        if self._total > self._peak:
+            self._peak = self._total
+            self._peak_seq = self._seq
+            self._peak_phase = phase
+            self._peak_categories = dict(self._totals)
+        if self._keep_timeline:
+            self._timeline.append((self._total, PHASES.index(phase) if phase in PHASES else 0))
+
+    def relabel(self, tensor: torch.Tensor, category: str, only_from: str | None = None) -> None:
+        """Move a tensor's storages to `category` (a temporary that turned out to be a gradient)."""
+        for storage in iter_storages(tensor):
+            entry = self._live.get(id(storage))
+            if entry is None or entry.category == category:
+                continue
+            if only_from is not None and entry.category != only_from:
+                continue
+            self._totals[entry.category] -= entry.nbytes
+            self._totals[category] += entry.nbytes
+            # Live now and allocated before the peak means it was live at the peak too.
+            if entry.seq <= self._peak_seq:
+                self._peak_categories[entry.category] -= entry.nbytes
+                self._peak_categories[category] += entry.nbytes
+            entry.category = category
+
+    def _on_output(self, tensor: torch.Tensor) -> None:
+        for storage in iter_storages(tensor):
+            self._add(storage, "other", created_in=self.phase)
+
+    def _on_saved(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.phase == "forward" and isinstance(tensor, torch.Tensor):
+            for storage in iter_storages(tensor):
+                entry = self._live.get(id(storage))
+                if entry is not None and entry.category == "other" and entry.created_in == "forward":
+                    name = self._module_stack[-1] if self._module_stack else "(model)"
+                    self._module_activations[name] = (
+                        self._module_activations.get(name, 0) + entry.nbytes)
+                    entry.module = name
+                    self.relabel_entry(entry, "activations")
+        return tensor
+
+    def relabel_entry(self, entry: _Entry, category: str) -> None:
+        self._totals[entry.category] -= entry.nbytes
+        self._totals[category] += entry.nbytes
+        if entry.seq <= self._peak_seq:
+            self._peak_categories[entry.category] -= entry.nbytes
+            self._peak_categories[category] += entry.nbytes
+        entry.category = category
+
+    # ---- running -------------------------------------------------------------------------------
+    @contextmanager
+    def track(self, model: nn.Module | None = None, *, time_modules: bool = False
+              ) -> Iterator[MemoryTracker]:
+        """Track allocations inside the block; hooks on `model` attribute them to modules."""
+        handles = []
+        if model is not None:
+            handles += self._install_module_hooks(model, time_modules)
+            for param in model.parameters():
+                if param.requires_grad:
+                    handles.append(param.register_post_accumulate_grad_hook(self._grad_ready))
+        mode = _TrackingMode(self)
+        saved = torch.autograd.graph.saved_tensors_hooks(self._on_saved, _unpack)
+        try:
+            with saved, mode:
+                yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _grad_ready(self, param: torch.Tensor) -> None:
+        if param.grad is not None:
+            self.relabel(param.grad, "gradients")
+
+    def _install_module_hooks(self, model: nn.Module, time_modules: bool):
+        handles = []
+        starts: dict[str, float] = {}
+        sync = torch.cuda.synchronize if time_modules and _on_cuda(model) else None
+
+        def make_hooks(name: str):
+            def pre(_module, _args):
+                self._module_stack.append(name)
+                if time_modules:
+                    if sync:
+                        sync()
+                    starts[name] = time.perf_counter()
+
+            def post(_module, _args, _output):
+                if time_modules and name in starts:
+                    if sync:
+                        sync()
+                    elapsed = time.perf_counter() - starts.pop(name)
+                    self._module_forward_s[name] = self._module_forward_s.get(name, 0.0) + elapsed
+                if self._module_stack and self._module_stack[-1] == name:
+                    self._module_stack.pop()
+
+            return pre, post
+
+        for name, module in model.named_modules():
+            pre, post = make_hooks(name or "(model)")
+            handles.append(module.register_forward_pre_hook(pre))
+            handles.append(module.register_forward_hook(post, always_call=True))
+        return handles
+
+    # ---- results -------------------------------------------------------------------------------
+    @property
+    def current_bytes(self) -> int:
+        return self._total
+
+    def current_categories(self) -> dict[str, int]:
+        return dict(self._totals)
+
+    def result(self) -> TrackerResult:
+        return TrackerResult(
+            peak_bytes=self._peak,
+            peak_phase=self._peak_phase,
+            categories=dict(self._peak_categories),
+            phase_peaks=dict(self._phase_peaks),
+            module_activations=dict(self._module_activations),
+            module_forward_s=dict(self._module_forward_s),
+            timeline=list(self._timeline),
+        )
+
+
+class _TrackingMode(TorchDispatchMode):
+    def __init__(self, tracker: MemoryTracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        tree_map_only(torch.Tensor, self.tracker._on_output, out)
+        return out
+
+
+def _unpack(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                yield value
+
+
+def _on_cuda(model: nn.Module) -> bool:
+    return any(p.is_cuda for p in model.parameters())
