@@ -1,3 +1,44 @@
-"""memfit: make deep-learning training fit in the memory you have."""
+"""memfit: make deep-learning training fit in the memory you have.
+
+    profile   measure a real training step, by category and by module
+    estimate  the same on fake tensors: nothing of the model's size is allocated
+    plan      what makes a step fit a budget, with predicted memory and time
+    fit       train under a plan and check the measured peak
+
+Names are imported on first use, so `import memfit` is quick.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Budget": "memfit.budget",
+    "Workload": "memfit.workload",
+    "load_workload": "memfit.workload",
+    "MemoryProfile": "memfit.memory_profile",
+    "ModuleRow": "memfit.memory_profile",
+    "profile": "memfit.measure.profile",
+    "MemoryTracker": "memfit.measure.tracker",
+    "make_optimizer": "memfit.optim",
+    "zoo": "memfit.zoo",
+    "data": "memfit.data",
+    "errors": "memfit.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'memfit' has no attribute {name!r}")
+    module = importlib.import_module(target)
+    return module if target.endswith("." + name) else getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

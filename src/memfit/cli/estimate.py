@@ -1,0 +1,14 @@
+"""`memfit estimate` (not yet available)."""
+
+from __future__ import annotations
+
+from memfit.errors import MemfitError
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("estimate", help="(estimate: not yet available)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    raise MemfitError("memfit estimate is not available in this version")

@@ -1,0 +1,53 @@
+"""Stacked-bar charts of where memory goes, one bar per profile."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from memfit.memory_profile import CATEGORIES, MemoryProfile
+
+COLORS = {
+    "parameters": "#4c72b0",
+    "gradients": "#dd8452",
+    "optimizer": "#55a868",
+    "activations": "#c44e52",
+    "other": "#8c8c8c",
+}
+
+
+def plot_profiles(
+    profiles: Sequence[MemoryProfile],
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    title: str = "Training memory at the peak",
+    budget_bytes: int | None = None,
+) -> Path:
+    """Write a PNG with one stacked bar per profile (categories at the peak), in MB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(labels or [f"{p.workload}\nbatch {p.batch_size}" for p in profiles])
+    fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(profiles) + 2), 4.5))
+    bottoms = [0.0] * len(profiles)
+    for name in CATEGORIES:
+        values = [p.categories.get(name, 0) / 1e6 for p in profiles]
+        ax.bar(labels, values, bottom=bottoms, color=COLORS[name], label=name, width=0.6)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    for x, total in enumerate(bottoms):
+        ax.text(x, total, f"{total:,.1f} MB", ha="center", va="bottom", fontsize=9)
+    if budget_bytes:
+        ax.axhline(budget_bytes / 1e6, color="black", linestyle="--", linewidth=1)
+        ax.text(len(profiles) - 0.5, budget_bytes / 1e6, " budget", va="bottom", ha="right",
+                fontsize=9)
+    ax.set_ylabel("MB at the step's peak")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.margins(y=0.12)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
