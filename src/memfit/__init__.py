@@ -24,20 +24,18 @@ _EXPORTS = {
     "profile": "memfit.measure.profile",
     "MemoryTracker": "memfit.measure.tracker",
     "make_optimizer": "memfit.optim",
-    "zoo": "memfit.zoo",
-    "data": "memfit.data",
-    "errors": "memfit.errors",
 }
+_MODULES = {"zoo": "memfit.zoo", "data": "memfit.data", "errors": "memfit.errors"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *_MODULES])
 
 
 def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'memfit' has no attribute {name!r}")
-    module = importlib.import_module(target)
-    return module if target.endswith("." + name) else getattr(module, name)
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'memfit' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
