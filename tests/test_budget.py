@@ -1,0 +1,51 @@
+import pytest
+
+from memfit.budget import PRESETS, Budget, format_bytes, smallest_preset_that_fits
+from memfit.errors import BudgetError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("12GB", 12 * 10**9),
+        ("12GiB", 12 * 2**30),
+        ("512MB", 512 * 10**6),
+        ("512MiB", 512 * 2**20),
+        ("1.5T", 1_500_000_000_000),
+        ("1048576", 1_048_576),
+        (" 2 gb ", 2 * 10**9),
+        ("100kB", 100_000),
+    ],
+)
+def test_sizes_mean_what_they_say(text, expected):
+    assert Budget.parse(text).bytes == expected
+
+
+def test_presets_carry_size_and_device():
+    assert Budget.parse("colab").bytes == 12 * 10**9
+    assert Budget.parse("colab-highram").bytes == int(25.51 * 10**9)
+    assert Budget.parse("kaggle-cpu").bytes == 16 * 10**9
+    assert Budget.parse("kaggle-gpu").bytes == 13 * 10**9
+    assert Budget.parse("t4").device == "gpu"
+    assert Budget.parse("laptop-32gb").device == "cpu"
+    for name in ("rtx3060", "a100-40gb", "a100-80gb", "h100", "raspberry-pi-4gb", "jetson-nano"):
+        assert name in PRESETS
+    assert Budget.parse("A100-80GB").bytes == 80 * 2**30
+
+
+@pytest.mark.parametrize("bad", ["twelve", "12XB", "-3GB", "0", "", "12 G B"])
+def test_bad_strings_name_the_accepted_forms(bad):
+    with pytest.raises(BudgetError, match="12GiB"):
+        Budget.parse(bad)
+
+
+def test_smallest_preset_that_fits():
+    assert smallest_preset_that_fits(41_200_000_000, "gpu").name == "a100-40gb"
+    assert smallest_preset_that_fits(43_000_000_000, "gpu").name in ("a100-80gb", "h100")
+    assert smallest_preset_that_fits(11 * 10**9, "cpu").name == "colab"
+    assert smallest_preset_that_fits(10**15) is None
+
+
+def test_format_bytes():
+    assert format_bytes(41.2e9) == "41.2 GB"
+    assert format_bytes(999) == "999 B"
