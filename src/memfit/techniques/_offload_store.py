@@ -81,9 +81,7 @@ class StateFiles:
         first_byte = start * ELEMENT_BYTES
         aligned = first_byte - first_byte % granularity
         length = stop * ELEMENT_BYTES - aligned
-        maps = {
-            name: mmap.mmap(self._fds[name], length, offset=aligned) for name in names
-        }
+        maps = {name: mmap.mmap(self._fds[name], length, offset=aligned) for name in names}
         tensors = {
             name: torch.frombuffer(
                 m, dtype=torch.float32, count=stop - start, offset=first_byte - aligned
