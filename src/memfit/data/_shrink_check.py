@@ -1,0 +1,122 @@
+"""Value-by-value comparison of a shrunk column against the original.
+
+Every shrink is checked this way before it is returned: missing values must stay
+missing (and only those), and every present value must be equal (or, when the user
+allowed it, within a relative tolerance). Integers are compared as integers, never
+through float64, so a wrapped-around uint64 cannot hide behind rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from memfit.data._shrink_rules import relative_error
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """How far a new column is from the old one."""
+
+    changed: int
+    """Values that differ by more than the tolerance, missing-ness included."""
+    max_error: float
+    """Largest relative error over present values (inf if a value went missing or appeared)."""
+
+
+def is_numeric(dtype) -> bool:
+    """Numbers stored natively: numpy, pandas nullable or pyarrow ints, floats and bools."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return False
+    return bool(
+        ptypes.is_integer_dtype(dtype) or ptypes.is_float_dtype(dtype) or ptypes.is_bool_dtype(dtype)
+    ) and not ptypes.is_object_dtype(dtype)
+
+
+def numeric_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(values as a numpy array with missing slots filled, missing mask) for a numeric column."""
+    missing = series.isna().to_numpy(dtype=bool)
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype):
+        return series.to_numpy(), missing
+    numpy_dtype = np.dtype(dtype.numpy_dtype)
+    fill = np.nan if numpy_dtype.kind == "f" else numpy_dtype.type(0)
+    return series.to_numpy(dtype=numpy_dtype, na_value=fill), missing
+
+
+def compare(old: pd.Series, new: pd.Series, rtol: float = 0.0) -> Comparison:
+    """Compare two columns of equal length value by value.
+
+    >>> compare(pd.Series([1.0, None, 3.0]), pd.Series([1, None, 3], dtype="UInt8"))
+    Comparison(changed=0, max_error=0.0)
+    >>> compare(pd.Series([0.1]), pd.Series([0.1], dtype="float32")).changed
+    1
+    """
+    if old.array is new.array:
+        return Comparison(0, 0.0)
+    old_missing = old.isna().to_numpy(dtype=bool)
+    new_missing = new.isna().to_numpy(dtype=bool)
+    flipped = int(np.count_nonzero(old_missing != new_missing))
+    present = ~(old_missing | new_missing)
+    if is_numeric(old.dtype) and is_numeric(new.dtype):
+        err = _numeric_error(numeric_values(old)[0][present], numeric_values(new)[0][present])
+    else:
+        err = _object_error(old.to_numpy(dtype=object)[present], new.to_numpy(dtype=object)[present])
+    changed = int(np.count_nonzero(err > rtol)) + flipped
+    max_error = float(err.max()) if err.size else 0.0
+    if flipped:
+        max_error = float("inf")
+    return Comparison(changed, max_error)
+
+
+def _numeric_error(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    if old.dtype.kind in "iub" and new.dtype.kind in "iub":
+        equal = _integers_equal(old, new)
+        err = relative_error(old, new)
+        # float64 can call two different large integers equal; the integer test decides.
+        err[~equal] = np.maximum(err[~equal], np.finfo(np.float64).eps)
+        err[equal] = 0.0
+        return err
+    if old.dtype.kind in "iub" and new.dtype.kind == "f":
+        equal = _float_equals_int(new, old)
+        err = relative_error(old, new)
+        err[~equal] = np.maximum(err[~equal], np.finfo(np.float64).eps)
+        err[equal] = 0.0
+        return err
+    return relative_error(old, new)
+
+
+def _integers_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype != np.uint64 and b.dtype != np.uint64:
+        return a.astype(np.int64) == b.astype(np.int64)
+    a_negative = a < 0 if a.dtype.kind == "i" else np.zeros(a.shape, dtype=bool)
+    b_negative = b < 0 if b.dtype.kind == "i" else np.zeros(b.shape, dtype=bool)
+    same_unsigned = a.astype(np.uint64) == b.astype(np.uint64)
+    return (a_negative == b_negative) & same_unsigned
+
+
+def _float_equals_int(floats: np.ndarray, ints: np.ndarray) -> np.ndarray:
+    floats = floats.astype(np.float64)
+    upper = 2.0**64 if ints.dtype == np.uint64 else 2.0**63
+    whole = np.isfinite(floats) & (floats == np.trunc(floats)) & (floats >= -(2.0**63))
+    whole &= floats < upper
+    equal = np.zeros(floats.shape, dtype=bool)
+    equal[whole] = _integers_equal(
+        floats[whole].astype(ints.dtype if ints.dtype.kind != "b" else np.int64),
+        ints[whole],
+    )
+    return equal
+
+
+def _object_error(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    if old.size == 0:
+        return np.zeros(0)
+    equal = np.asarray(old == new, dtype=bool)
+    if equal.shape != old.shape:  # elements that compare as containers: fall back to one by one
+        equal = np.fromiter((bool(x == y) for x, y in zip(old, new)), dtype=bool, count=old.size)
+    err = np.zeros(old.shape)
+    err[~equal] = np.inf
+    return err

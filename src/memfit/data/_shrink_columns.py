@@ -1,0 +1,387 @@
+"""Per-column work of shrinking: decide a column's smaller dtype, and cast to a decided one.
+
+`fit_column` looks at one column and returns a `ColumnPlan`; `cast_column` turns a
+column (the same one, or the same column of another frame) into the planned dtype,
+refusing values the planned dtype cannot hold instead of wrapping them around.
+Everything is vectorised: numpy for numbers, pyarrow compute for strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.api import types as ptypes
+
+from memfit.data._shrink_check import is_numeric, numeric_values
+from memfit.data._shrink_rules import (
+    FLOAT16_MAX,
+    code_dtype,
+    fits_int_dtype,
+    float_round_trip_error,
+    integral_range,
+    smallest_int_dtype,
+)
+from memfit.errors import DataError, LossyConversionError, OutOfRangeError
+
+KINDS = ("keep", "numpy", "masked", "arrow", "category", "string")
+
+
+@dataclass(slots=True)
+class ColumnPlan:
+    """The dtype one column gets, and what is needed to give it again to another frame."""
+
+    name: Any
+    old_dtype: str
+    new_dtype: str
+    kind: str
+    """keep | numpy | masked (pandas nullable) | arrow (pd.ArrowDtype) | category | string."""
+    categories: list | None = None
+    ordered: bool = False
+    min: Any = None
+    """Smallest value seen when fitting (numbers only; for information)."""
+    max: Any = None
+    _categories_cache: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"unknown column plan kind {self.kind!r}; use one of {', '.join(KINDS)}")
+
+    def target_dtype(self):
+        """The pandas dtype this plan casts to (None for keep)."""
+        if self.kind == "keep":
+            return None
+        if self.kind == "numpy":
+            return np.dtype(self.new_dtype)
+        if self.kind == "masked":
+            return ptypes.pandas_dtype(self.new_dtype)
+        if self.kind == "arrow":
+            return pd.ArrowDtype(pa.type_for_alias(self.new_dtype.removesuffix("[pyarrow]")))
+        if self.kind == "string":
+            return default_string_dtype()
+        return pd.CategoricalDtype(self.categories_index(), ordered=self.ordered)
+
+    def categories_index(self) -> pd.Index:
+        if self._categories_cache is None:
+            values = self.categories or []
+            strings = values and all(isinstance(v, str) for v in values)
+            dtype = default_string_dtype() if strings else None
+            self._categories_cache = pd.Index(values, dtype=dtype)
+        return self._categories_cache
+
+
+def default_string_dtype():
+    """The compact string dtype of the running pandas: `str` on pandas 3, string[pyarrow] before."""
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return pd.StringDtype(na_value=np.nan)
+    return pd.StringDtype("pyarrow")
+
+
+@dataclass(frozen=True, slots=True)
+class FitOptions:
+    rtol: float = 0.0
+    float16: bool = False
+    float_to_int: bool = True
+    strings: bool = True
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def fit_column(series: pd.Series, options: FitOptions, before_bytes: int) -> ColumnPlan:
+    """Decide the smallest faithful dtype for one column."""
+    dtype = series.dtype
+    base = {"name": series.name, "old_dtype": str(dtype)}
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = dtype.categories
+        return ColumnPlan(**base, new_dtype="category", kind="category",
+                          categories=cats.tolist(), ordered=bool(dtype.ordered),
+                          _categories_cache=cats)
+    if _is_string_like(dtype):
+        return _fit_strings(series, options, before_bytes, base) if options.strings else _keep(base)
+    if ptypes.is_object_dtype(dtype):
+        return _fit_object(series, options, before_bytes, base)
+    if not is_numeric(dtype) or ptypes.is_bool_dtype(dtype):
+        return _keep(base)  # datetimes, timedeltas, periods, intervals, sparse, complex, bools
+    family = _family(dtype)
+    if ptypes.is_integer_dtype(dtype):
+        return _fit_integers(series, family, base)
+    return _fit_floats(series, family, options, base)
+
+
+def _keep(base: dict) -> ColumnPlan:
+    return ColumnPlan(**base, new_dtype=base["old_dtype"], kind="keep")
+
+
+def _family(dtype) -> str:
+    if isinstance(dtype, np.dtype):
+        return "numpy"
+    if isinstance(dtype, pd.ArrowDtype):
+        return "arrow"
+    return "masked"
+
+
+def _is_string_like(dtype) -> bool:
+    if isinstance(dtype, pd.StringDtype):
+        return True
+    return isinstance(dtype, pd.ArrowDtype) and (
+        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    )
+
+
+def _int_name(dtype: np.dtype, family: str, nullable: bool) -> tuple[str, str]:
+    """(kind, dtype name) for an integer target in the source's family of dtypes."""
+    if family == "arrow":
+        return "arrow", f"{dtype.name}[pyarrow]"
+    if family == "masked" or nullable:
+        return "masked", dtype.name.capitalize().replace("Uint", "UInt")
+    return "numpy", dtype.name
+
+
+def _float_name(dtype: np.dtype, family: str) -> tuple[str, str]:
+    if family == "arrow":
+        return "arrow", f"{'halffloat' if dtype.itemsize == 2 else 'float'}[pyarrow]"
+    if family == "masked":
+        return "masked", dtype.name.capitalize()
+    return "numpy", dtype.name
+
+
+def _fit_integers(series: pd.Series, family: str, base: dict) -> ColumnPlan:
+    values, missing = numeric_values(series)
+    present = values[~missing]
+    if present.size == 0:
+        return _keep(base)
+    lo, hi = int(present.min()), int(present.max())
+    target = smallest_int_dtype(lo, hi)
+    current = np.dtype(values.dtype)
+    if target is None or target.itemsize >= current.itemsize:
+        return ColumnPlan(**base, new_dtype=base["old_dtype"], kind="keep", min=lo, max=hi)
+    kind, name = _int_name(target, family, nullable=False)
+    return ColumnPlan(**base, new_dtype=name, kind=kind, min=lo, max=hi)
+
+
+def _fit_floats(series: pd.Series, family: str, options: FitOptions, base: dict) -> ColumnPlan:
+    values, missing = numeric_values(series)
+    itemsize = values.dtype.itemsize
+    values = values.astype(np.float64, copy=False) if itemsize < 4 else values
+    has_missing = bool(missing.any())
+    if options.float_to_int:
+        bounds = integral_range(values)
+        if bounds is not None:
+            target = smallest_int_dtype(*bounds)
+            # A nullable int costs one mask byte per row on top of its values.
+            mask_bytes = 1 if has_missing and family != "arrow" else 0
+            if target is not None and target.itemsize + mask_bytes < itemsize:
+                kind, name = _int_name(target, family, nullable=has_missing)
+                return ColumnPlan(**base, new_dtype=name, kind=kind, min=bounds[0], max=bounds[1])
+    candidates = [np.dtype(np.float16)] if options.float16 else []
+    candidates.append(np.dtype(np.float32))
+    for target in candidates:
+        if target.itemsize >= itemsize:
+            continue
+        if target == np.float16 and np.nanmax(np.abs(values), initial=0.0) > FLOAT16_MAX:
+            continue
+        if float_round_trip_error(values, target) <= options.rtol:
+            kind, name = _float_name(target, family)
+            return ColumnPlan(**base, new_dtype=name, kind=kind)
+    return _keep(base)
+
+
+def _fit_object(series: pd.Series, options: FitOptions, before_bytes: int, base: dict):
+    inferred = ptypes.infer_dtype(series, skipna=True)
+    if inferred == "string":
+        return _fit_strings(series, options, before_bytes, base) if options.strings else _keep(base)
+    if inferred == "boolean":
+        kind, name = ("masked", "boolean") if series.isna().any() else ("numpy", "bool")
+        return ColumnPlan(**base, new_dtype=name, kind=kind)
+    if inferred in ("integer", "floating", "mixed-integer-float"):
+        numbers = _object_to_numbers(series)
+        if numbers is None:
+            return _keep(base)
+        plan = fit_column(numbers, options, before_bytes)
+        if plan.kind == "keep":  # still narrower than Python objects: take the native dtype
+            plan.kind = "masked" if not isinstance(numbers.dtype, np.dtype) else "numpy"
+            plan.new_dtype = str(numbers.dtype)
+        plan.old_dtype = base["old_dtype"]
+        return plan
+    return _keep(base)
+
+
+def _object_to_numbers(series: pd.Series) -> pd.Series | None:
+    for dtype in ("Int64", "UInt64", "Float64"):
+        try:
+            array = pd.array(series.to_numpy(dtype=object), dtype=dtype)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if not array.isna().any():  # nothing missing: plain numpy, no mask byte per row
+            array = array.to_numpy(dtype=array.dtype.numpy_dtype)
+        return pd.Series(array, index=series.index, name=series.name, copy=False)
+    return None
+
+
+def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base: dict):
+    strings = to_arrow_strings(series)
+    if strings is None:
+        return _keep(base)
+    uniques = pc.unique(strings).drop_null()
+    n_rows = len(series)
+    if len(uniques) == 0:
+        return _keep(base)
+    ordered = uniques.take(pc.array_sort_indices(uniques))
+    categories = pd.Index(ordered.to_pandas(), dtype=default_string_dtype())
+    category_bytes = n_rows * code_dtype(len(categories)).itemsize + categories.memory_usage(
+        deep=True)
+    string_dtype = default_string_dtype()
+    if series.dtype == string_dtype:
+        string_bytes = before_bytes
+    else:
+        string_bytes = int(pd.Series(strings, dtype=string_dtype).memory_usage(deep=True,
+                                                                               index=False))
+    best = min(before_bytes, category_bytes, string_bytes)
+    if best == before_bytes:
+        return _keep(base)
+    if best == category_bytes:
+        return ColumnPlan(**base, new_dtype="category", kind="category",
+                          categories=categories.tolist(), _categories_cache=categories)
+    return ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
+
+
+def to_arrow_strings(series: pd.Series) -> pa.Array | None:
+    """The column as one pyarrow string array, or None if some value is not a valid str."""
+    try:
+        if isinstance(series.dtype, (pd.StringDtype, pd.ArrowDtype)):
+            array = pa.array(series.array)
+        else:
+            array = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array
+
+
+# ----------------------------------------------------------------------------- casting
+
+
+def cast_column(series: pd.Series, plan: ColumnPlan) -> pd.Series:
+    """Give `series` the dtype `plan` decided; raise instead of losing or wrapping values."""
+    if plan.kind == "keep":
+        if str(series.dtype) == plan.new_dtype:
+            return series
+        return _rebuild(series, series.astype(_parse_dtype(plan)))
+    if plan.kind == "category":
+        return _cast_category(series, plan)
+    if plan.kind == "string":
+        return series.astype(default_string_dtype())
+    target = plan.target_dtype()
+    if ptypes.is_bool_dtype(target):
+        return series.astype(target)
+    source = series
+    if not is_numeric(series.dtype):
+        source = _object_to_numbers(series)
+        if source is None:
+            raise DataError(
+                f"column {plan.name!r} is not numeric ({series.dtype}) but the plan has "
+                f"{plan.new_dtype}; fit the plan on a frame like this one"
+            )
+    values, missing = numeric_values(source)
+    numpy_target = np.dtype(target.numpy_dtype) if not isinstance(target, np.dtype) else target
+    if missing.any() and plan.kind == "numpy" and numpy_target.kind in "iu":
+        raise OutOfRangeError(
+            f"column {plan.name!r} has missing values, which {plan.new_dtype} cannot hold; "
+            "fit the plan on data that has missing values in this column too"
+        )
+    present = values[~missing]
+    if numpy_target.kind in "iu" and present.size:
+        _check_integer_range(plan, present, numpy_target)
+    with np.errstate(over="ignore", invalid="ignore"):
+        filled = np.where(missing, 0, values) if missing.any() else values
+        converted = filled.astype(numpy_target)
+    return _rebuild(series, _wrap(converted, missing, plan.kind, target))
+
+
+def _check_integer_range(plan: ColumnPlan, present: np.ndarray, target: np.dtype) -> None:
+    if present.dtype.kind == "f":
+        bounds = integral_range(present)
+        if bounds is None:
+            raise LossyConversionError(
+                f"column {plan.name!r} has non-integer values but the plan has {plan.new_dtype}; "
+                "fit the plan on data that includes such values"
+            )
+        lo, hi = bounds
+    else:
+        lo, hi = int(present.min()), int(present.max())
+    if not fits_int_dtype(lo, hi, target):
+        raise OutOfRangeError(
+            f"column {plan.name!r} has values from {lo} to {hi}, outside {plan.new_dtype} "
+            f"(fitted on {plan.min}..{plan.max}); refit the plan on data covering this range"
+        )
+
+
+def _wrap(values: np.ndarray, missing: np.ndarray, kind: str, target):
+    if kind == "numpy":
+        return values
+    if kind == "masked":
+        if values.dtype.kind == "f":
+            return pd.arrays.FloatingArray(values, missing.copy())
+        return pd.arrays.IntegerArray(values, missing.copy())
+    arrow = pa.array(values, type=target.pyarrow_dtype, mask=missing if missing.any() else None)
+    return pd.arrays.ArrowExtensionArray(arrow)
+
+
+def _rebuild(series: pd.Series, values) -> pd.Series:
+    if isinstance(values, pd.Series):
+        return values
+    return pd.Series(values, index=series.index, name=series.name, copy=False)
+
+
+def _cast_category(series: pd.Series, plan: ColumnPlan) -> pd.Series:
+    dtype = plan.target_dtype()
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        if series.dtype == dtype and series.dtype.categories.equals(dtype.categories):
+            return series
+        result = series.astype(dtype)
+        _refuse_unseen(series, result, plan)
+        return result
+    strings = to_arrow_strings(series) if all(isinstance(c, str) for c in plan.categories) else None
+    if strings is None:
+        result = series.astype(dtype)
+        _refuse_unseen(series, result, plan)
+        return result
+    categories = pa.array(plan.categories, type=strings.type)
+    codes = pc.index_in(strings, value_set=categories)
+    unseen = pc.and_(codes.is_null(), strings.is_valid())
+    if pc.any(unseen).as_py():
+        examples = strings.filter(unseen).unique().slice(0, 3).to_pylist()
+        raise OutOfRangeError(
+            f"column {plan.name!r} has values not among the {len(categories)} fitted categories "
+            f"(for example {examples}); fit the plan on data that includes them"
+        )
+    code_type = code_dtype(len(categories))
+    codes_np = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(code_type)
+    categorical = pd.Categorical.from_codes(codes_np, dtype=dtype)
+    return _rebuild(series, categorical)
+
+
+def _refuse_unseen(old: pd.Series, new: pd.Series, plan: ColumnPlan) -> None:
+    unseen = new.isna().to_numpy(dtype=bool) & ~old.isna().to_numpy(dtype=bool)
+    if unseen.any():
+        examples = pd.unique(old[unseen])[:3].tolist()
+        raise OutOfRangeError(
+            f"column {plan.name!r} has values not among the fitted categories "
+            f"(for example {examples}); fit the plan on data that includes them"
+        )
+
+
+def _parse_dtype(plan: ColumnPlan):
+    try:
+        return ptypes.pandas_dtype(plan.new_dtype)
+    except TypeError as exc:
+        raise DataError(
+            f"column {plan.name!r}: cannot rebuild dtype {plan.new_dtype!r} with pandas "
+            f"{pd.__version__}; fit the plan again with this pandas"
+        ) from exc

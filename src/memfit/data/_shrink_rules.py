@@ -1,0 +1,98 @@
+"""The rules that pick a smaller dtype, shared by in-memory shrinking and file conversion.
+
+Bounds are inclusive (a column whose maximum is 255 fits uint8), unsigned types are
+preferred when nothing is negative, and a float type is kept only when every value
+round-trips through it (pandas `maybe_downcast_numeric` does the same with rtol=0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Smallest first: the first type whose inclusive range holds [lo, hi] wins.
+UNSIGNED = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
+SIGNED = (np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64))
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def smallest_int_dtype(lo: int, hi: int) -> np.dtype | None:
+    """The smallest integer dtype holding every value in [lo, hi], or None if none does.
+
+    >>> smallest_int_dtype(0, 255), smallest_int_dtype(-1, 127), smallest_int_dtype(0, 256)
+    (dtype('uint8'), dtype('int8'), dtype('uint16'))
+    """
+    lo, hi = int(lo), int(hi)
+    for dtype in UNSIGNED if lo >= 0 else SIGNED:
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return dtype
+    return None
+
+
+def fits_int_dtype(lo: int, hi: int, dtype: np.dtype) -> bool:
+    """Whether [lo, hi] lies inside the inclusive range of the integer `dtype`."""
+    info = np.iinfo(dtype)
+    return info.min <= int(lo) and int(hi) <= info.max
+
+
+def code_dtype(n_categories: int) -> np.dtype:
+    """The code dtype pandas uses for a categorical with this many categories."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if n_categories < np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def relative_error(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """|new - old| / |old| elementwise, in float64; 0 where both are equal (inf and -0.0 too).
+
+    Where old is 0 (or infinite) any difference counts as an infinite error.
+    """
+    old = np.asarray(old, dtype=np.float64)
+    new = np.asarray(new, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        err = np.abs(new - old) / np.abs(old)
+    equal = new == old
+    err[equal] = 0.0
+    err[~equal & ~np.isfinite(err)] = np.inf
+    return err
+
+
+def float_round_trip_error(values: np.ndarray, dtype: np.dtype) -> float:
+    """The largest relative error of storing finite-or-not float `values` as `dtype` (NaN ignored).
+
+    >>> float_round_trip_error(np.array([0.5, 1.25, np.nan]), np.dtype(np.float32))
+    0.0
+    >>> float_round_trip_error(np.array([0.1]), np.dtype(np.float32)) > 0
+    True
+    """
+    values = np.asarray(values)
+    present = values[~np.isnan(values)]
+    if present.size == 0:
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        back = present.astype(dtype).astype(present.dtype)
+    return float(relative_error(present, back).max())
+
+
+def integral_range(values: np.ndarray) -> tuple[int, int] | None:
+    """(min, max) as Python ints when every non-NaN float is a whole number inside int64/uint64.
+
+    None when a value has a fraction, is infinite, or nothing is present.
+
+    >>> integral_range(np.array([1.0, np.nan, 300.0]))
+    (1, 300)
+    >>> integral_range(np.array([1.5])) is None
+    True
+    """
+    values = np.asarray(values, dtype=np.float64)
+    present = values[~np.isnan(values)]
+    if present.size == 0 or not np.isfinite(present).all():
+        return None
+    if not (present == np.trunc(present)).all():
+        return None
+    lo, hi = float(present.min()), float(present.max())
+    # float64 cannot hold 2**63 - 1; the bounds below are exactly representable.
+    if lo < -(2.0**63) or hi >= 2.0**64 or (lo < 0 and hi >= 2.0**63):
+        return None
+    return int(lo), int(hi)
