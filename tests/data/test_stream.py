@@ -209,3 +209,30 @@ def test_missing_files_and_unknown_formats_fail_clearly(tmp_path):
     sqlite3.connect(tmp_path / "x.db").close()
     with pytest.raises(StreamError, match="exactly one of"):
         TableStream("sqlite:///" + str(tmp_path / "x.db"))
+
+
+def test_resume_when_workers_hold_unequal_shares(files):
+    # 4 blocks over 3 workers: one worker has twice the rows and runs on alone at the end.
+    settings = dict(batch_size=64, shuffle_buffer="8kB", seed=2, block_rows=300)
+    expected = [x[:, 0].tolist() for x, _ in _open(files["sqlite"], **settings).loader(3)]
+    assert len(expected) == _open(files["sqlite"], **settings).batches_per_epoch(3)
+    for stop_after in (4, 11):
+        first = _open(files["sqlite"], **settings).loader(num_workers=3)
+        seen = []
+        for x, _ in first:
+            seen.append(x[:, 0].tolist())
+            if len(seen) == stop_after:
+                break
+        resumed = _open(files["sqlite"], **settings).loader(num_workers=3)
+        resumed.load_state_dict(first.state_dict())
+        assert seen + [x[:, 0].tolist() for x, _ in resumed] == expected
+
+
+def test_turn_order_replay_matches_a_dataloader():
+    from memfit.data._stream_order import batches_taken
+
+    # Workers with 3, 1 and 2 batches: turns go 0 1 2 | 0 2 | 0.
+    assert batches_taken([3, 1, 2], 0) == ([0, 0, 0], 0)
+    assert batches_taken([3, 1, 2], 4) == ([2, 1, 1], 1)
+    assert batches_taken([3, 1, 2], 5) == ([2, 1, 2], 0)
+    assert batches_taken([3, 1, 2], 6) == ([3, 1, 2], 1)
