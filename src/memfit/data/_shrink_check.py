@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
 from memfit.data._shrink_rules import relative_error
@@ -64,7 +66,18 @@ def compare(old: pd.Series, new: pd.Series, rtol: float = 0.0) -> Comparison:
     if is_numeric(old.dtype) and is_numeric(new.dtype):
         err = _numeric_error(numeric_values(old)[0][present], numeric_values(new)[0][present])
     else:
-        err = _object_error(old.to_numpy(dtype=object)[present], new.to_numpy(dtype=object)[present])
+        old_strings, new_strings = _arrow_strings(old), _arrow_strings(new)
+        if old_strings is None and new_strings is not None and old.dtype == object:
+            # Encoding the original str objects to UTF-8 is cheaper than making a Python
+            # object for every new value; a non-str value makes this None (and is compared
+            # as an object below).
+            old_strings = _objects_as_arrow(old)
+        if old_strings is not None and new_strings is not None:
+            equal = pc.equal(old_strings, new_strings).fill_null(True).to_numpy(
+                zero_copy_only=False)
+            err = np.where(equal[present], 0.0, np.inf)
+        else:
+            err = _object_error(_as_objects(old)[present], _as_objects(new)[present])
     changed = int(np.count_nonzero(err > rtol)) + flipped
     max_error = float(err.max()) if err.size else 0.0
     if flipped:
@@ -116,7 +129,46 @@ def _object_error(old: np.ndarray, new: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     equal = np.asarray(old == new, dtype=bool)
     if equal.shape != old.shape:  # elements that compare as containers: fall back to one by one
-        equal = np.fromiter((bool(x == y) for x, y in zip(old, new)), dtype=bool, count=old.size)
+        equal = np.fromiter((bool(x == y) for x, y in zip(old, new, strict=True)), dtype=bool, count=old.size)
     err = np.zeros(old.shape)
     err[~equal] = np.inf
     return err
+
+
+def _arrow_strings(series: pd.Series) -> pa.Array | None:
+    """A string column (or a category of strings) as one large_string array, without copying
+    Python objects; None for anything else."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        categories = _arrow_strings(pd.Series(dtype.categories))
+        if categories is None:
+            return None
+        codes = series.cat.codes.to_numpy()
+        return categories.take(pa.array(codes, mask=codes < 0))
+    string = isinstance(dtype, pd.StringDtype) or (
+        isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype)
+        or isinstance(dtype, pd.ArrowDtype) and pa.types.is_large_string(dtype.pyarrow_dtype))
+    if not string:
+        return None
+    array = pa.array(series.array)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array.cast(pa.large_string())
+
+
+def _as_objects(series: pd.Series) -> np.ndarray:
+    """Values as a numpy object array; a categorical makes one Python object per category."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        lookup = np.append(series.cat.categories.to_numpy(dtype=object), None)
+        return lookup[series.cat.codes.to_numpy()]  # code -1 picks the trailing None
+    return series.to_numpy(dtype=object)
+
+
+def _objects_as_arrow(series: pd.Series) -> pa.Array | None:
+    values = series.to_numpy(dtype=object)
+    if ptypes.infer_dtype(values, skipna=True) != "string":
+        return None
+    try:
+        return pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None

@@ -46,6 +46,8 @@ class ColumnPlan:
     """Smallest value seen when fitting (numbers only; for information)."""
     max: Any = None
     _categories_cache: Any = field(default=None, repr=False, compare=False)
+    _precast: Any = field(default=None, repr=False, compare=False)
+    """The column already cast while fitting (shrink uses it once, then drops it)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -227,27 +229,34 @@ def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base
     strings = to_arrow_strings(series)
     if strings is None:
         return _keep(base)
-    uniques = pc.unique(strings).drop_null()
-    n_rows = len(series)
-    if len(uniques) == 0:
+    # One hash pass gives both the categories and the codes. Categories keep the order
+    # of first appearance: sorting half a million strings would cost more than the rest.
+    encoded = pc.dictionary_encode(strings)
+    if len(encoded.dictionary) == 0:
         return _keep(base)
-    ordered = uniques.take(pc.array_sort_indices(uniques))
-    categories = pd.Index(ordered.to_pandas(), dtype=default_string_dtype())
-    category_bytes = n_rows * code_dtype(len(categories)).itemsize + categories.memory_usage(
-        deep=True)
     string_dtype = default_string_dtype()
+    categories = pd.Index(pd.array(encoded.dictionary, dtype=string_dtype))
+    # A categorical's categories get a hash table on first lookup (pandas builds it
+    # to check they are unique, and for every ==, isin or merge): count it, or a
+    # high-cardinality column looks smaller as a category than it will be in use.
+    categories.is_unique  # noqa: B018 -- builds the table so memory_usage sees it
+    code_type = code_dtype(len(categories))
+    category_bytes = len(series) * code_type.itemsize + categories.memory_usage(deep=True)
     if series.dtype == string_dtype:
         string_bytes = before_bytes
     else:
-        string_bytes = int(pd.Series(strings, dtype=string_dtype).memory_usage(deep=True,
-                                                                               index=False))
+        string_bytes = int(pd.Series(pd.array(strings, dtype=string_dtype)).memory_usage(
+            deep=True, index=False))
     best = min(before_bytes, category_bytes, string_bytes)
     if best == before_bytes:
         return _keep(base)
-    if best == category_bytes:
-        return ColumnPlan(**base, new_dtype="category", kind="category",
-                          categories=categories.tolist(), _categories_cache=categories)
-    return ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
+    if best == string_bytes:
+        return ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
+    plan = ColumnPlan(**base, new_dtype="category", kind="category",
+                      categories=categories.tolist(), _categories_cache=categories)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(code_type)
+    plan._precast = _rebuild(series, pd.Categorical.from_codes(codes, dtype=plan.target_dtype()))
+    return plan
 
 
 def to_arrow_strings(series: pd.Series) -> pa.Array | None:

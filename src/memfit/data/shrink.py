@@ -125,7 +125,8 @@ class ShrinkPlan:
         """
         return self._apply(df, strict=True).frame
 
-    def _apply(self, df, strict: bool, before: dict | None = None) -> ShrinkResult:
+    def _apply(self, df, strict: bool, before: dict | None = None,
+               use_precast: bool = False) -> ShrinkResult:
         _check_frame(df)
         before = before or {}
         out = df.copy(deep=False)
@@ -140,7 +141,9 @@ class ShrinkPlan:
                 reports.append(ColumnReport(name, str(old.dtype), str(old.dtype), old_bytes,
                                             old_bytes, note="not in the plan: left as it is"))
                 continue
-            new = cast_column(old, plan)
+            new, plan._precast = (plan._precast if use_precast else None), None
+            if new is None:
+                new = cast_column(old, plan)
             report = ColumnReport(name, str(old.dtype), str(new.dtype), old_bytes, old_bytes)
             if new is not old:
                 check = compare(old, new, rtol=self.rtol)
@@ -152,11 +155,18 @@ class ShrinkPlan:
                             "fit the plan on data like this, or allow loss with lossless=False "
                             "and a larger rtol"
                         )
+                    report.new_dtype = str(old.dtype)
                     report.note = f"kept: {plan.new_dtype} would change {check.changed} values"
                     reports.append(report)
                     continue
+                new_bytes = int(new.memory_usage(deep=True, index=False))
+                if new_bytes > old_bytes and not strict:
+                    report.new_dtype = str(old.dtype)
+                    report.note = f"kept: {plan.new_dtype} would take more memory"
+                    reports.append(report)
+                    continue
                 out.isetitem(position, new)
-                report.after_bytes = int(new.memory_usage(deep=True, index=False))
+                report.after_bytes = new_bytes
                 report.max_error, report.changed = check.max_error, check.changed
             reports.append(report)
         before_total = sum(r.before_bytes for r in reports) + int(df.index.memory_usage(deep=True))
@@ -232,7 +242,10 @@ def fit_shrink(
     >>> plan.apply(pd.DataFrame({"n": [7]}))["n"].dtype
     dtype('uint16')
     """
-    return _fit(df, _options(lossless, rtol, float16, float_to_int, strings), lossless, {})
+    plan = _fit(df, _options(lossless, rtol, float16, float_to_int, strings), lossless, {})
+    for column in plan.columns:
+        column._precast = None
+    return plan
 
 
 def shrink(
@@ -263,7 +276,7 @@ def shrink(
     options = _options(lossless, rtol, float16, float_to_int, strings)
     before = {name: int(df[name].memory_usage(deep=True, index=False)) for name in df.columns}
     plan = _fit(df, options, lossless, before)
-    return plan._apply(df, strict=False, before=before)
+    return plan._apply(df, strict=False, before=before, use_precast=True)
 
 
 def _options(lossless, rtol, float16, float_to_int, strings) -> FitOptions:
