@@ -35,10 +35,17 @@ def state_names(amsgrad: bool) -> list[str]:
     return ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
 
 
+# Kept free inside the bound: a window is mapped from the page boundary before its first
+# element (up to one extra page each), and a step makes a few small Python and tensor objects.
+RESERVED_BYTES = 256 * 2**10
+PAGE_BYTES = 4096
+
+
 def chunk_elements(max_resident_bytes: int, windows: int) -> int:
     """Elements per chunk so that `windows` mapped files plus temporaries fit the bound."""
     per_element = windows * ELEMENT_BYTES + TEMPORARY_BYTES_PER_ELEMENT
-    return max(1, max_resident_bytes // per_element)
+    usable = max_resident_bytes - RESERVED_BYTES - windows * PAGE_BYTES
+    return max(1, usable // per_element)
 
 
 @dataclass(slots=True)

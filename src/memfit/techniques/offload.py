@@ -39,6 +39,8 @@ from memfit.errors import TechniqueError
 from memfit.techniques._offload_bandwidth import DiskBandwidth, measure_disk_bandwidth
 from memfit.techniques._offload_optimizer import (
     DEFAULT_MAX_RESIDENT_BYTES,
+    PAGE_BYTES,
+    RESERVED_BYTES,
     TEMPORARY_BYTES_PER_ELEMENT,
     OffloadedOptimizer,
     chunk_elements,
@@ -129,6 +131,7 @@ def effect(
     windows = n_states + (1 if offload_gradients else 0)
     chunk = min(numel, chunk_elements(max_resident_bytes, windows))
     optimizer_resident = chunk * (windows * ELEMENT_BYTES + TEMPORARY_BYTES_PER_ELEMENT)
+    optimizer_resident += RESERVED_BYTES + windows * PAGE_BYTES
     state_bytes = n_states * parameter_bytes
     gradient_resident = (
         int(largest_parameter_bytes) if offload_gradients else parameter_bytes  # type: ignore[arg-type]
