@@ -308,7 +308,9 @@ def cast_column(series: pd.Series, plan: ColumnPlan) -> pd.Series:
     if numpy_target.kind in "iu" and present.size:
         _check_integer_range(plan, present, numpy_target)
     with np.errstate(over="ignore", invalid="ignore"):
-        filled = np.where(missing, 0, values) if missing.any() else values
+        # Integers have no NaN: fill missing slots (the mask keeps them missing); floats keep NaN.
+        fill = missing.any() and numpy_target.kind in "iu"
+        filled = np.where(missing, 0, values) if fill else values
         converted = filled.astype(numpy_target)
     return _rebuild(series, _wrap(converted, missing, plan.kind, target))
 

@@ -178,14 +178,14 @@ class _CsvReader:
         self.parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
         self.names = self._header()
 
-    def _open(self, column_types: dict[str, pa.DataType] | None):
+    def _open(self, column_types: dict[str, pa.DataType] | None, block_bytes: int | None = None):
         raw = pa.OSFile(str(self.path), "rb")
         codec = pa.Codec.detect(str(self.path)) if self.path.suffix in (".gz", ".bz2",
                                                                          ".zst", ".lz4") else None
         stream = pa.CompressedInputStream(raw, codec.name) if codec is not None else raw
         convert = pacsv.ConvertOptions(column_types=column_types or {},
                                        strings_can_be_null=True, quoted_strings_can_be_null=False)
-        options = pacsv.ReadOptions(block_size=self.block_bytes, use_threads=True)
+        options = pacsv.ReadOptions(block_size=block_bytes or self.block_bytes, use_threads=True)
         try:
             return raw, pacsv.open_csv(stream, read_options=options, parse_options=self.parse,
                                        convert_options=convert)
@@ -195,7 +195,8 @@ class _CsvReader:
                                "check the delimiter and the quoting") from exc
 
     def _header(self) -> list[str]:
-        raw, reader = self._open(None)
+        # A small first block: only the header is needed, not type inference on a big block.
+        raw, reader = self._open(None, block_bytes=min(self.block_bytes, 1 << 20))
         with raw:
             names = reader.schema.names
         if len(set(names)) != len(names):
