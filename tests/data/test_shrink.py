@@ -187,3 +187,15 @@ def test_random_frames_round_trip_exactly():
         out = shrink(df).frame
         for name in df:
             assert _same_values(df[name], out[name]), name
+
+
+def test_polars_frames_are_shrunk_with_the_same_rules():
+    pl = pytest.importorskip("polars")
+    df = pl.DataFrame({"i": list(range(300)), "half": [0.5 * i for i in range(300)],
+                       "tenth": [0.1 * i for i in range(300)],
+                       "whole": [float(i) if i % 3 else None for i in range(300)]})
+    result = shrink(df)
+    assert result.frame.dtypes == [pl.UInt16, pl.Float32, pl.Float64, pl.UInt16]
+    assert result.frame["whole"].null_count() == 100
+    assert result.frame["i"].cast(pl.Int64).to_list() == list(range(300))
+    assert all(c.changed == 0 for c in result.columns)
