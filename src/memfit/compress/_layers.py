@@ -73,6 +73,8 @@ class CompressedLayer(nn.Module):
 
 
 class CompressedLinear(CompressedLayer):
+    """`nn.Linear` with a compressed weight; built by `prune`, `quantize` and `cluster`."""
+
     def __init__(self, in_features: int, out_features: int, values: nn.Module,
                  positions: SparsePositions | None = None, bias: torch.Tensor | None = None):
         super().__init__()
@@ -120,6 +122,8 @@ class CompressedLinear(CompressedLayer):
 
 
 class CompressedConv2d(CompressedLayer):
+    """`nn.Conv2d` (zero padding) with a compressed kernel; built like `CompressedLinear`."""
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
                  stride: tuple[int, int], padding: tuple[int, int] | str,
                  dilation: tuple[int, int], groups: int, values: nn.Module,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from memfit.compress._training import tune_after_compression
 from memfit.measure.bytes import module_bytes
 
 
-def compress(model: nn.Module, amount: float = 0.9, *, k: int | None = 16,
+def compress(model: nn.Module, amount: float = 0.8, *, k: int | None = 16,
              bits: int | None = None, index_bits: int | None = 4, structured: bool = False,
              scope: str = "global", skip: Iterable[str] = (),
              validation: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -52,8 +53,12 @@ def compress(model: nn.Module, amount: float = 0.9, *, k: int | None = 16,
     shared.accuracy_before = pruned.accuracy_after
     shared.after_bytes = module_bytes(model)
     shared.accuracy_after = maybe_accuracy(model, validation)
+    # Per layer: bytes before pruning, after both steps.
+    original = {layer.name: layer.before_bytes for layer in pruned.layers}
+    layers = [replace(layer, before_bytes=original.get(layer.name, layer.before_bytes))
+              for layer in shared.layers]
     return model, CompressReport(
         method=f"{pruned.method} + {shared.method}", before_bytes=pruned.before_bytes,
         after_bytes=shared.after_bytes, accuracy_before=pruned.accuracy_before,
-        accuracy_after=shared.accuracy_after, layers=shared.layers,
+        accuracy_after=shared.accuracy_after, layers=layers,
         notes=pruned.notes + shared.notes, stages=[pruned, shared])

@@ -124,6 +124,9 @@ def _follow(start: fx.Node, modules: dict[str, nn.Module]) -> _Group | None:
                 continue
             if isinstance(module, _BATCHNORMS):
                 group.batchnorms.append(node.target)
+            elif isinstance(module, nn.Flatten):
+                if not (is_conv and pooled and module.start_dim == 1 and module.end_dim == -1):
+                    return None
             elif isinstance(module, _POOL_TO_ONE):
                 if module.output_size not in (1, (1, 1)):
                     return None
