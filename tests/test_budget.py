@@ -44,6 +44,8 @@ def test_smallest_preset_that_fits():
     assert smallest_preset_that_fits(43_000_000_000, "gpu").name in ("a100-80gb", "h100")
     assert smallest_preset_that_fits(11 * 10**9, "cpu").name == "colab"
     assert smallest_preset_that_fits(10**15) is None
+    # nothing of the asked kind is big enough: a machine of the other kind is named
+    assert smallest_preset_that_fits(41_200_000_000, "cpu").name == "a100-40gb"
 
 
 def test_format_bytes():

@@ -22,6 +22,10 @@ _EXPORTS = {
     "MemoryProfile": "memfit.memory_profile",
     "ModuleRow": "memfit.memory_profile",
     "profile": "memfit.measure.profile",
+    "estimate": "memfit.estimate",
+    "max_batch_size": "memfit.estimate",
+    "FitVerdict": "memfit.estimate",
+    "BatchSizeFit": "memfit.estimate",
     "MemoryTracker": "memfit.measure.tracker",
     "make_optimizer": "memfit.optim",
 }

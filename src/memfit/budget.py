@@ -116,7 +116,11 @@ PRESETS: dict[str, Budget] = {b.name: b for b in [
 
 
 def smallest_preset_that_fits(need_bytes: int, device: str | None = None) -> Budget | None:
-    """The smallest preset (optionally of one device kind) with at least `need_bytes`."""
-    candidates = [b for b in PRESETS.values() if b.bytes >= need_bytes
-                  and (device is None or b.device == device)]
-    return min(candidates, key=lambda b: b.bytes, default=None)
+    """The smallest preset with at least `need_bytes`; of kind `device` when one is big enough.
+
+    A step too big for any machine of one kind may still fit a machine of the other
+    (41 GB is past every laptop and Colab, but fits an A100 80 GB).
+    """
+    candidates = [b for b in PRESETS.values() if b.bytes >= need_bytes]
+    same_kind = [b for b in candidates if b.device == device]
+    return min(same_kind or candidates, key=lambda b: b.bytes, default=None)

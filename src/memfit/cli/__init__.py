@@ -28,8 +28,15 @@ COMMANDS = [
 ]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes get one line too, naming the help to read."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="memfit",
         description="Make deep-learning training fit in the memory you have.",
     )

@@ -9,6 +9,7 @@ ZOO_HELP = "zoo:NAME[:key=value,...] (mlp, cnn, resnet18, wrn-28-2, transformer,
 
 
 def add_model_args(parser, optimizers=("sgd", "adam", "adamw")) -> None:
+    """MODEL, --batch-size, --optimizer, --precision, --input-shape, --seq-len."""
     parser.add_argument("model", metavar="MODEL", help=ZOO_HELP)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="batch size (default: the workload's own)")
@@ -17,6 +18,8 @@ def add_model_args(parser, optimizers=("sgd", "adam", "adamw")) -> None:
     parser.add_argument("--input-shape", default=None,
                         help="for a function returning an nn.Module: input shape without the batch, "
                              "e.g. 3,32,32")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="sequence length, for models that take one (same as :seq_len=N)")
 
 
 def resolve_workload(args):
@@ -31,4 +34,12 @@ def resolve_workload(args):
                                 "write integers such as 3,32,32") from exc
     if args.batch_size is not None and args.batch_size < 1:
         raise WorkloadError("--batch-size must be at least 1")
-    return load_workload(args.model, input_shape=shape)
+    spec = args.model
+    if getattr(args, "seq_len", None):
+        spec = with_override(spec, f"seq_len={args.seq_len}")
+    return load_workload(spec, input_shape=shape)
+
+
+def with_override(spec: str, override: str) -> str:
+    """Add `key=value` to a model spec's overrides (the part after the second colon)."""
+    return f"{spec},{override}" if spec.count(":") >= 2 else f"{spec}:{override}"

@@ -1,14 +1,60 @@
-"""`memfit estimate` (not yet available)."""
+"""`memfit estimate MODEL`: a step's memory on fake tensors, and whether it fits a budget."""
 
 from __future__ import annotations
 
-from memfit.errors import MemfitError
+from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._model_args import add_model_args, resolve_workload
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("estimate", help="(estimate: not yet available)")
+    parser = sub.add_parser(
+        "estimate", help="estimate a training step's memory without allocating it")
+    add_model_args(parser, optimizers=("sgd", "adam", "adamw", "adam8bit", "adam4bit"))
+    parser.add_argument("--budget", default=None,
+                        help="a size (12GB, 16GiB) or preset (colab, t4): say whether it fits, "
+                             "how much is missing, and the largest batch that fits")
+    parser.add_argument("--device", default="cpu", help="device whose kernels to assume (cpu)")
+    parser.add_argument("--plot", metavar="FILE.png", default=None,
+                        help="write a stacked-bar chart of the categories")
+    parser.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
+    add_json_flag(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    raise MemfitError("memfit estimate is not available in this version")
+    from memfit.budget import Budget
+    from memfit.estimate import FitVerdict, estimate, max_batch_size
+    from memfit.estimate.verdict import runtime_reserve
+
+    budget = Budget.parse(args.budget) if args.budget else None
+    workload = resolve_workload(args)
+    result = estimate(workload, args.batch_size, args.optimizer, precision=args.precision,
+                      device=args.device)
+    verdict = None
+    if budget is not None:
+        batch_fit = max_batch_size(workload, budget, args.optimizer, precision=args.precision,
+                                   device=args.device)
+        verdict = FitVerdict(result.peak_bytes, runtime_reserve(budget), budget,
+                             batch_fit.max_batch_size, batch_fit.max_batch_size_pow2)
+    if args.plot:
+        from memfit.report.chart import plot_profiles
+
+        plot_profiles([result], args.plot, title="Estimated training memory at the peak",
+                      budget_bytes=budget.bytes if budget else None)
+    if args.json:
+        data = result.to_dict()
+        if verdict is not None:
+            data.update(verdict.to_dict())
+        print_json(data)
+        return 0
+    from rich.console import Console
+
+    from memfit.report.text import print_profile
+
+    console = Console()
+    print_profile(result, console, top=args.top)
+    if verdict is not None:
+        console.print(verdict.line())
+    if args.plot:
+        console.print(f"chart written to {args.plot}")
+    return 0
