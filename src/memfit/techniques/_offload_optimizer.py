@@ -150,7 +150,9 @@ class OffloadedOptimizer(Optimizer):
                 "fresh, or point state_dir at a folder written by checkpoint()"
             )
         names = self._state_names + (["grad"] if offload_gradients else [])
-        self._files = StateFiles(self.state_dir, names, self._numel, create=not resume)
+        self._files = StateFiles(
+            self.state_dir, names, self._numel, create=not resume, scratch=frozenset({"grad"})
+        )
         if resume:
             self._adopt(saved)
         else:

@@ -39,7 +39,16 @@ _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 class StateFiles:
     """One float32 file per state name, each `numel` elements long, in `directory`."""
 
-    def __init__(self, directory: Path, names: list[str], numel: int, *, create: bool) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        names: list[str],
+        numel: int,
+        *,
+        create: bool,
+        scratch: frozenset[str] = frozenset(),
+    ) -> None:
+        """Open (or with `create`, make) the files; `scratch` ones are always made afresh."""
         self.directory = directory
         self.names = list(names)
         self.numel = numel
@@ -47,14 +56,15 @@ class StateFiles:
         directory.mkdir(parents=True, exist_ok=True)
         for name in self.names:
             path = self.path(name)
-            if not create and not path.exists():
+            fresh = create or name in scratch
+            if not fresh and not path.exists():
                 raise OffloadError(
                     f"offloaded state file {path} is missing; restore the whole folder "
                     "from a copy or start from an empty state_dir"
                 )
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             self._fds[name] = fd
-            if create:
+            if fresh:
                 # A sparse file: zeros that take no disk until written (Adam starts at zero).
                 os.ftruncate(fd, numel * ELEMENT_BYTES)
 
