@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from memfit.errors import StreamError
 _SCAN_CHUNK_BYTES = 4 * 2**20  # CSV indexing reads this much at a time
 _SQL_FETCH_ROWS = 4096  # rows per cursor fetch: Python tuples cost ~100 B/value
 _PARQUET_READ_ROWS = 65536
+_CSV_PIECE_BYTES = 2**20
 
 
 class Source:
@@ -44,7 +46,11 @@ class Source:
         """Cut the table into blocks of at most `rows_per_block` rows; rows in each (int64)."""
         raise NotImplementedError
 
-    def read_block(self, index: int, columns: list[str]) -> Iterator[pa.RecordBatch | pa.Table]:
+    def read_block(self, index: int, columns: list[str],
+                   types: dict[str, pa.DataType] | None = None
+                   ) -> Iterator[pa.RecordBatch | pa.Table]:
+        """Block `index` as record batches of `columns`. `types` is a hint for text formats
+        (CSV), whose types are otherwise guessed per piece; typed formats ignore it."""
         raise NotImplementedError
 
     def __getstate__(self) -> dict:
@@ -146,7 +152,8 @@ class ParquetSource(Source):
                 self._pieces.append((group, start, min(rows, start + rows_per_block)))
         return np.array([stop - start for _, start, stop in self._pieces], dtype=np.int64)
 
-    def read_block(self, index: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    def read_block(self, index: int, columns: list[str],
+                   types: dict[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
         group, start, stop = self._pieces[index]
         offset = 0
         read_rows = min(_PARQUET_READ_ROWS, stop - start)
@@ -184,42 +191,67 @@ class CsvSource(Source):
         data_start = self._data_start
         with open(self.path, "rb") as handle:
             handle.seek(data_start)
-            ends = _record_ends(handle, data_start)
-        # Blocks end after every rows_per_block-th record.
-        cut = ends[rows_per_block - 1::rows_per_block]
-        if len(ends) and (len(cut) == 0 or cut[-1] != ends[-1]):
-            cut = np.append(cut, ends[-1])
+            cut, total = _block_ends(handle, data_start, rows_per_block)
         self._offsets = np.concatenate([[data_start], cut]).astype(np.int64)
-        return equal_blocks(len(ends), rows_per_block)
+        return equal_blocks(total, rows_per_block)
 
-    def read_block(self, index: int, columns: list[str]) -> Iterator[pa.Table]:
+    def read_block(self, index: int, columns: list[str],
+                   types: dict[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
         import pyarrow.csv as pacsv
 
         start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
         with open(self.path, "rb") as handle:
-            handle.seek(start)
-            data = handle.read(stop - start)
-        try:
-            table = pacsv.read_csv(
-                io.BytesIO(data),
-                read_options=pacsv.ReadOptions(column_names=self._names, use_threads=False,
-                                               block_size=max(len(data), 1 << 20)),
-                convert_options=pacsv.ConvertOptions(include_columns=columns),
-            )
-        except pa.ArrowInvalid as exc:
-            raise StreamError(f"{self.path}: cannot parse rows near byte {start} ({exc}); "
-                              "fix the file or convert it with memfit convert") from exc
-        yield table
+            try:
+                # Parse the block's bytes piece by piece (about 1 MB of text at a time) rather
+                # than reading it whole: text and parsed columns together cost ~4x the floats.
+                yield from pacsv.open_csv(
+                    _ByteRange(handle, start, stop),
+                    read_options=pacsv.ReadOptions(column_names=self._names, use_threads=False,
+                                                   block_size=_CSV_PIECE_BYTES),
+                    convert_options=pacsv.ConvertOptions(include_columns=columns,
+                                                         column_types=types or {}),
+                )
+            except pa.ArrowInvalid as exc:
+                found = re.search(r"CSV column #(\d+)", str(exc))
+                if found and "conversion error" in str(exc):
+                    name = self._names[int(found.group(1))]
+                    raise StreamError(f"column {name!r} is not numeric near byte {start} "
+                                      f"({exc}); encode it as numbers first or leave it out "
+                                      "of columns") from exc
+                raise StreamError(f"{self.path}: cannot parse rows between bytes {start} and "
+                                  f"{stop} ({exc}); fix the file or convert it with memfit "
+                                  "convert") from exc
 
 
-def _record_ends(handle, data_start: int) -> np.ndarray:
-    """Byte offsets just past each non-empty CSV record, honouring quoted newlines.
+class _ByteRange(io.RawIOBase):
+    """Bytes start..stop of an open file, as a file that ends at stop."""
+
+    def __init__(self, handle, start: int, stop: int) -> None:
+        self.handle, self.left = handle, stop - start
+        handle.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)[:self.left]
+        n = self.handle.readinto(view)
+        self.left -= n
+        return n
+
+
+def _block_ends(handle, data_start: int, rows_per_block: int) -> tuple[np.ndarray, int]:
+    """Byte offsets just past every rows_per_block-th non-empty CSV record (and the last
+    one), and the number of records; quoted newlines are honoured.
 
     Written by hand because no reader reports where records start: pyarrow and pandas
     stream a CSV but cannot seek to row k. A newline ends a record when the number of
-    quotes before it is even (RFC 4180 doubles quotes inside quoted fields).
+    quotes before it is even (RFC 4180 doubles quotes inside quoted fields). Only block
+    ends are kept, so the index is one int per block, not per row.
     """
     ends: list[np.ndarray] = []
+    total = 0
+    last_record_end = data_start
     quotes_before = 0  # quotes seen in earlier chunks
     last_end = data_start  # where the current record began
     previous_byte = 10  # last byte of the previous chunk
@@ -245,13 +277,23 @@ def _record_ends(handle, data_start: int) -> np.ndarray:
             first = starts[one] - position  # -1: the record began in the previous chunk
             byte = np.where(first >= 0, raw[np.maximum(first, 0)], previous_byte)
             blank[one] = byte == 13
-            ends.append(record_end[~blank])
+            records = record_end[~blank]
+            if len(records):
+                # Global record k ends a block when (k + 1) % rows_per_block == 0.
+                first = (rows_per_block - 1 - total) % rows_per_block
+                ends.append(records[first::rows_per_block].copy())  # a view would pin records
+                total += len(records)
+                last_record_end = int(records[-1])
             last_end = int(record_end[-1])
         position += len(chunk)
         previous_byte = int(raw[-1])
     if position > last_end and not _only_whitespace(handle, last_end, position):
-        ends.append(np.array([position], dtype=np.int64))  # last line without a newline
-    return np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+        total += 1  # a last line without a newline
+        last_record_end = position
+    cut = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+    if total and (len(cut) == 0 or cut[-1] != last_record_end):
+        cut = np.append(cut, np.int64(last_record_end))  # the short last block
+    return cut, total
 
 
 def _only_whitespace(handle, start: int, stop: int) -> bool:
@@ -312,7 +354,8 @@ class SqliteSource(Source):
         self._rowid_bounds = np.append(starts, last + 1).astype(np.int64)
         return equal_blocks(total, rows_per_block)
 
-    def read_block(self, index: int, columns: list[str]) -> Iterator[pa.Table]:
+    def read_block(self, index: int, columns: list[str],
+                   types: dict[str, pa.DataType] | None = None) -> Iterator[pa.Table]:
         picked = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
         if self.table is not None:
             lo, hi = int(self._rowid_bounds[index]), int(self._rowid_bounds[index + 1])

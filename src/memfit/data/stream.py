@@ -148,7 +148,7 @@ class TableStream(IterableDataset):
 
     def _scan_labels(self) -> list[Any]:
         seen: set[Any] = set()
-        for values in self._iter_target_column():
+        for values in self._iter_target_column(pa.string()):  # text: no piece guessed as int
             seen.update(v for v in pc.unique(values).to_pylist() if v is not None)
         try:
             return sorted(seen)
@@ -156,9 +156,9 @@ class TableStream(IterableDataset):
             raise StreamError(f"target {self.target!r} mixes value types; pass classes=[...] "
                               "in the order you want them coded") from exc
 
-    def _iter_target_column(self) -> Iterator[pa.Array]:
+    def _iter_target_column(self, text_type: pa.DataType) -> Iterator[pa.Array]:
         for block in range(len(self.block_rows)):
-            for piece in self.source.read_block(block, [self.target]):
+            for piece in self.source.read_block(block, [self.target], {self.target: text_type}):
                 column = piece.column(self.target)
                 yield column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
@@ -175,10 +175,21 @@ class TableStream(IterableDataset):
                               "or use a regression metric")
         if self._int_classes is None:
             found: set[int] = set()
-            for values in self._iter_target_column():
+            for values in self._iter_target_column(pa.int64()):
                 found.update(v for v in pc.unique(values).to_pylist() if v is not None)
             self._int_classes = np.array(sorted(found), dtype=np.int64)
         return self._int_classes
+
+    def _text_types(self) -> dict[str, pa.DataType]:
+        """Column types for text sources, so that no piece is guessed differently."""
+        # float64 then a cast, as for typed sources: parsing text straight to float32
+        # could round differently from float64 -> float32 and break format parity.
+        types = {name: pa.float64() for name in self.feature_names}
+        if self.target_kind == "label":
+            types[self.target] = pa.array(self.labels).type
+        elif self.target_kind is not None:
+            types[self.target] = pa.int64() if self.target_kind == "int" else pa.float64()
+        return types
 
     def _target_values(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         try:
@@ -321,7 +332,7 @@ class TableStream(IterableDataset):
         offset = 0
         for block in blocks.tolist():
             block_start = offset
-            for piece in self.source.read_block(block, wanted):
+            for piece in self.source.read_block(block, wanted, self._text_types()):
                 n = piece.num_rows
                 if offset + n > window_rows:
                     break
