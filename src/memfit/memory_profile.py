@@ -42,7 +42,8 @@ class MemoryProfile:
     rss_peak_bytes: int | None = None
     """Measured only: the process high-water mark during the step (RSS on CPU, allocator on CUDA)."""
     process_step_bytes: int | None = None
-    """Measured only: that high-water mark minus the process's memory before the model existed."""
+    """Measured only: that high-water mark less the process's non-tensor memory before the step
+    (its memory then, less the parameters, state and inputs alive at that moment)."""
     step_time_s: float | None = None
     config: dict[str, Any] = field(default_factory=dict)
     timeline: list[tuple[int, int]] = field(default_factory=list, repr=False)

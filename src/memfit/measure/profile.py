@@ -10,7 +10,7 @@ from torch import nn
 
 from memfit.errors import MeasureError
 from memfit.measure.bytes import iter_storages
-from memfit.measure.process import ProcessPeak, process_memory_bytes, stabilize_allocator
+from memfit.measure.process import ProcessPeak, stabilize_allocator
 from memfit.measure.step import batch_tensors, training_step
 from memfit.measure.tracker import MemoryTracker, TrackerResult
 from memfit.memory_profile import MemoryProfile, ModuleRow
@@ -43,8 +43,6 @@ def profile(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     _check_precision(precision, device)
     stabilize_allocator()
-    gc.collect()
-    before_model = process_memory_bytes(device)
     torch.manual_seed(seed)
     with torch.device(device):
         model = workload.build_model()
@@ -60,6 +58,10 @@ def profile(
         result, step_s = run_tracked_step(workload, model, opt, batch, precision=precision,
                                           device=device, time_modules=True)
         process.stop()
+        # What the process held before the step that was not tensors: the interpreter,
+        # libraries, and whatever the warm-up step initialised lazily (thread pools,
+        # kernel caches). The step's own peak is the high-water mark above that.
+        non_tensor_bytes = process.baseline_bytes - result.start_bytes
     except torch.OutOfMemoryError as exc:
         raise MeasureError(
             f"{workload.name} ran out of memory at batch size {batch_size}; "
@@ -77,7 +79,7 @@ def profile(
         optimizer=optimizer,
         precision=precision,
         rss_peak_bytes=process.peak_bytes,
-        process_step_bytes=max(0, process.peak_bytes - before_model),
+        process_step_bytes=max(0, process.peak_bytes - non_tensor_bytes),
         step_time_s=step_s,
         config=dict(workload.config),
         timeline=result.timeline,

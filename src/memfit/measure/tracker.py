@@ -56,6 +56,8 @@ class TrackerResult:
     module_forward_s: dict[str, float]
     timeline: list[tuple[int, int]] = field(default_factory=list)
     """(total live bytes, phase index) after each allocation or free, for charts."""
+    start_bytes: int = 0
+    """Live bytes registered before the step began (parameters, state, inputs)."""
 
 
 class MemoryTracker:
@@ -78,6 +80,7 @@ class MemoryTracker:
         self._module_forward_s: dict[str, float] = {}
         self._keep_timeline = keep_timeline
         self._timeline: list[tuple[int, int]] = []
+        self._start_bytes: int | None = None
 
     # ---- registering what exists before the step -------------------------------------------
     def register(self, tensors: Iterable[torch.Tensor], category: str) -> None:
@@ -181,6 +184,8 @@ class MemoryTracker:
             for param in model.parameters():
                 if param.requires_grad:
                     handles.append(param.register_post_accumulate_grad_hook(self._grad_ready))
+        if self._start_bytes is None:
+            self._start_bytes = self._total
         mode = _TrackingMode(self)
         saved = torch.autograd.graph.saved_tensors_hooks(self._on_saved, _unpack)
         try:
@@ -241,6 +246,7 @@ class MemoryTracker:
             module_activations=dict(self._module_activations),
             module_forward_s=dict(self._module_forward_s),
             timeline=list(self._timeline),
+            start_bytes=self._start_bytes or 0,
         )
 
 
