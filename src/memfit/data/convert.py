@@ -47,10 +47,12 @@ from memfit.data.shrink import ColumnReport
 from memfit.errors import ConvertError
 
 DEFAULT_MAX_MEMORY = "512MB"
-# Bytes held per byte of block, measured on the benchmark's CSVs (peak RSS growth over
-# block size): the raw block, its text columns, the parsed and the shrunk copies, and
-# the Parquet writer's pages. The block size is the data budget divided by this.
-_BYTES_PER_BLOCK_BYTE = 12
+# Bytes held per byte of block. pyarrow's streaming CSV reader reads up to 32 blocks
+# ahead on its I/O thread (arrow's MakeBackgroundGenerator, kDefaultBackgroundMaxQ = 32),
+# whatever `use_threads` says, and one block in work holds about 12 times its size
+# (its text columns, the parsed and the shrunk copies, the Parquet writer's pages):
+# 32 + 12, rounded up. The block size is the data budget divided by this.
+_BYTES_PER_BLOCK_BYTE = 48
 _MIN_BLOCK = 1 << 18
 _MAX_BLOCK = 64 << 20
 
@@ -185,7 +187,8 @@ class _CsvReader:
         stream = pa.CompressedInputStream(raw, codec.name) if codec is not None else raw
         convert = pacsv.ConvertOptions(column_types=column_types or {},
                                        strings_can_be_null=True, quoted_strings_can_be_null=False)
-        options = pacsv.ReadOptions(block_size=block_bytes or self.block_bytes, use_threads=True)
+        # use_threads=False: with threads, parsed blocks pile up ahead of the casts too.
+        options = pacsv.ReadOptions(block_size=block_bytes or self.block_bytes, use_threads=False)
         try:
             return raw, pacsv.open_csv(stream, read_options=options, parse_options=self.parse,
                                        convert_options=convert)
