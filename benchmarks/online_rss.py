@@ -35,8 +35,9 @@ def generate(path: Path, rows: int, chunk_rows: int = 500_000) -> None:
     rng = np.random.default_rng(0)
     weights = rng.normal(size=FEATURES)
     names = [f"f{i}" for i in range(FEATURES)] + ["label"]
-    with pacsv.CSVWriter(path, pa.schema([(n, pa.float64()) for n in names[:-1]]
-                                         + [("label", pa.int64())])) as writer:
+    with pacsv.CSVWriter(
+        path, pa.schema([(n, pa.float64()) for n in names[:-1]] + [("label", pa.int64())])
+    ) as writer:
         for start in range(0, rows, chunk_rows):
             n = min(chunk_rows, rows - start)
             x = rng.normal(size=(n, FEATURES)).round(4)
@@ -69,15 +70,29 @@ def child(mode: str, path: str) -> None:
         model = SGDClassifier(random_state=0, max_iter=1, tol=None).fit(x, y)
         rows, accuracy = len(frame), float(model.score(x[:100_000], y[:100_000]))
     seconds = time.perf_counter() - start
-    print(json.dumps({"baseline": baseline, "peak": peak_rss_bytes(), "rows": rows,
-                      "accuracy": accuracy, "seconds": seconds}))
+    print(
+        json.dumps(
+            {
+                "baseline": baseline,
+                "peak": peak_rss_bytes(),
+                "rows": rows,
+                "accuracy": accuracy,
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 def measure(mode: str, path: Path) -> dict:
     env = dict(os.environ)
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(path)], env=env,
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(path)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -101,27 +116,51 @@ def main() -> int:
         started = time.perf_counter()
         generate(path, args.rows)
         size = path.stat().st_size
-        print(f"generated {args.rows:,} rows, {size / 1e9:.2f} GB in "
-              f"{time.perf_counter() - started:.0f} s: {path}", flush=True)
+        print(
+            f"generated {args.rows:,} rows, {size / 1e9:.2f} GB in "
+            f"{time.perf_counter() - started:.0f} s: {path}",
+            flush=True,
+        )
         bound = int(args.bound_mb * 1e6)
-        table = Table(title=f"Online learning from a {size / 1e9:.2f} GB CSV, bound "
-                            f"{bound / 1e6:.0f} MB above baseline (file/bound = {size / bound:.1f})")
-        for column in ("approach", "baseline MB", "peak MB", "peak - baseline MB",
-                       "vs bound", "rows", "accuracy", "seconds"):
+        table = Table(
+            title=f"Online learning from a {size / 1e9:.2f} GB CSV, bound "
+            f"{bound / 1e6:.0f} MB above baseline (file/bound = {size / bound:.1f})"
+        )
+        for column in (
+            "approach",
+            "baseline MB",
+            "peak MB",
+            "peak - baseline MB",
+            "vs bound",
+            "rows",
+            "accuracy",
+            "seconds",
+        ):
             table.add_column(column, justify="left" if column == "approach" else "right")
         results = {}
-        for mode, label in (("memfit", "memfit learn_online (64MB buffer)"),
-                            ("plain", "pd.read_csv + fit")):
+        for mode, label in (
+            ("memfit", "memfit learn_online (64MB buffer)"),
+            ("plain", "pd.read_csv + fit"),
+        ):
             r = results[mode] = measure(mode, path)
             used = r["peak"] - r["baseline"]
-            table.add_row(label, f"{r['baseline'] / 1e6:.0f}", f"{r['peak'] / 1e6:.0f}",
-                          f"{used / 1e6:.0f}", f"{used / bound:.2f}x", f"{r['rows']:,}",
-                          f"{r['accuracy']:.3f}", f"{r['seconds']:.0f}")
-        Console().print(table)
+            table.add_row(
+                label,
+                f"{r['baseline'] / 1e6:.0f}",
+                f"{r['peak'] / 1e6:.0f}",
+                f"{used / 1e6:.0f}",
+                f"{used / bound:.2f}x",
+                f"{r['rows']:,}",
+                f"{r['accuracy']:.3f}",
+                f"{r['seconds']:.0f}",
+            )
+        Console(width=140).print(table)
         ours = results["memfit"]["peak"] - results["memfit"]["baseline"]
         plain = results["plain"]["peak"] - results["plain"]["baseline"]
-        print(f"plain / memfit memory above baseline: {plain / ours:.1f}x; "
-              f"memfit within bound: {ours <= bound}")
+        print(
+            f"plain / memfit memory above baseline: {plain / ours:.1f}x; "
+            f"memfit within bound: {ours <= bound}"
+        )
         return 0 if ours <= bound else 1
     finally:
         if not args.keep:

@@ -68,7 +68,7 @@ def test_image_folder_refuses_empty_or_missing_folders(tmp_path):
 
 def _chunks(x: np.ndarray, y: np.ndarray, size: int):
     for start in range(0, len(x), size):
-        yield {"x": x[start:start + size], "y": y[start:start + size]}
+        yield {"x": x[start : start + size], "y": y[start : start + size]}
 
 
 def test_array_store_round_trip_across_shard_boundaries_with_workers(tmp_path):
@@ -79,8 +79,9 @@ def test_array_store_round_trip_across_shard_boundaries_with_workers(tmp_path):
     store = ArrayStore.write(tmp_path / "s", _chunks(x, y, 5), shard_bytes=7 * row_bytes)
     assert store.num_shards == 15 and len(store) == 103  # 14 shards of 7 and one of 5
     assert store.fields == ("x", "y") and store.shapes == ((2, 3), ())
-    loader = DataLoader(store, batch_size=8, num_workers=2, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        store, batch_size=8, num_workers=2, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     got_x, got_y = zip(*loader, strict=True)
     got_x, got_y = torch.cat(got_x).numpy(), torch.cat(got_y).numpy()
     order = np.argsort(got_y)
@@ -120,13 +121,16 @@ def test_array_store_write_is_all_or_nothing(tmp_path):
     assert float(ArrayStore(tmp_path / "s")[0][0]) == 2.0
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"a": np.array(["x", None], dtype=object)}, "Python objects"),
-    ({"a": np.ones(3), "b": np.ones(4)}, "different lengths"),
-    ([{"a": np.ones(3)}, {"a": np.ones(3, dtype=np.float32)}], "changed from"),
-    ([{"a": np.ones(3)}, {"b": np.ones(3)}], "same fields"),
-    ([], "no arrays"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"a": np.array(["x", None], dtype=object)}, "Python objects"),
+        ({"a": np.ones(3), "b": np.ones(4)}, "different lengths"),
+        ([{"a": np.ones(3)}, {"a": np.ones(3, dtype=np.float32)}], "changed from"),
+        ([{"a": np.ones(3)}, {"b": np.ones(3)}], "same fields"),
+        ([], "no arrays"),
+    ],
+)
 def test_array_store_refuses_bad_input(tmp_path, arrays, message):
     with pytest.raises(DataError, match=message):
         ArrayStore.write(tmp_path / "s", arrays)

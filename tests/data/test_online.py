@@ -28,9 +28,17 @@ def table(tmp_path_factory) -> Path:
     x[-200:, 2] += 6  # the last rows stand apart ...
     late = np.where(x[:, 0] + x[:, 1] > 0, 1, 0)
     late[-200:] = 2  # ... as a class that only shows up at the end of the file
-    frame = pd.DataFrame({"id": np.arange(N_ROWS), "f1": x[:, 0], "f2": x[:, 1], "f3": x[:, 2],
-                          "y": (x @ [1.5, -2.0, 0.5] > 0).astype(int), "late": late,
-                          "value": x @ [0.5, 1.0, -1.0] + 0.1 * rng.normal(size=N_ROWS)})
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(N_ROWS),
+            "f1": x[:, 0],
+            "f2": x[:, 1],
+            "f3": x[:, 2],
+            "y": (x @ [1.5, -2.0, 0.5] > 0).astype(int),
+            "late": late,
+            "value": x @ [0.5, 1.0, -1.0] + 0.1 * rng.normal(size=N_ROWS),
+        }
+    )
     path = tmp_path_factory.mktemp("online") / "t.parquet"
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=500)
     return path
@@ -38,8 +46,7 @@ def table(tmp_path_factory) -> Path:
 
 def _stream(path: Path, target: str = "y", **kwargs) -> TableStream:
     kwargs.setdefault("columns", FEATURES)
-    return TableStream(path, batch_size=100, target=target, shuffle_buffer="8kB", seed=1,
-                       **kwargs)
+    return TableStream(path, batch_size=100, target=target, shuffle_buffer="8kB", seed=1, **kwargs)
 
 
 class Interrupt(Exception):
@@ -50,6 +57,7 @@ def _stop_after(batches: int):
     def callback(progress):
         if progress.batches == batches:
             raise Interrupt
+
     return callback
 
 
@@ -59,11 +67,18 @@ def _interrupted_then_resumed(make_model, stream_kwargs, tmp_path, stop_at=17, *
     learn_online(straight, _stream(**stream_kwargs), **kwargs)
     ckpt = tmp_path / "run.ckpt"
     with pytest.raises(Interrupt):
-        learn_online(make_model(), _stream(**stream_kwargs), checkpoint=ckpt, checkpoint_every=5,
-                     callback=_stop_after(stop_at), **kwargs)
+        learn_online(
+            make_model(),
+            _stream(**stream_kwargs),
+            checkpoint=ckpt,
+            checkpoint_every=5,
+            callback=_stop_after(stop_at),
+            **kwargs,
+        )
     resumed = make_model()
-    result = learn_online(resumed, _stream(**stream_kwargs), checkpoint=ckpt, checkpoint_every=5,
-                          **kwargs)
+    result = learn_online(
+        resumed, _stream(**stream_kwargs), checkpoint=ckpt, checkpoint_every=5, **kwargs
+    )
     assert result.resumed_at_rows == (stop_at // 5) * 5 * 100  # the last save before the kill
     assert result.rows == N_ROWS * kwargs.get("epochs", 1)
     assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt"]  # no temporary files left
@@ -74,7 +89,8 @@ def test_sklearn_sgd_resumed_run_equals_an_uninterrupted_one(table, tmp_path):
     from sklearn.linear_model import SGDClassifier
 
     straight, resumed, result = _interrupted_then_resumed(
-        lambda: SGDClassifier(random_state=0), {"path": table}, tmp_path, epochs=2)
+        lambda: SGDClassifier(random_state=0), {"path": table}, tmp_path, epochs=2
+    )
     np.testing.assert_array_equal(resumed.coef_, straight.coef_)
     np.testing.assert_array_equal(resumed.intercept_, straight.intercept_)
     assert result.metric == "accuracy" and result.final > 0.9
@@ -101,8 +117,13 @@ def test_torch_resumed_run_equals_an_uninterrupted_one_with_workers(table, tmp_p
         return torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
 
     straight, resumed, result = _interrupted_then_resumed(
-        make, {"path": table}, tmp_path, stop_at=23, num_workers=2,
-        optimizer=lambda params: torch.optim.Adam(params, lr=0.02))
+        make,
+        {"path": table},
+        tmp_path,
+        stop_at=23,
+        num_workers=2,
+        optimizer=lambda params: torch.optim.Adam(params, lr=0.02),
+    )
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     saved = torch.load(tmp_path / "run.ckpt", weights_only=True)  # plain tensors and numbers
@@ -129,8 +150,10 @@ def test_classes_seen_late_by_a_river_model_one_row_at_a_time(table):
     result = learn_online(model, stream, report_every=5)
     assert result.scored_rows == N_ROWS - 1  # only the very first row had no prediction
     last = pd.read_parquet(table).tail(50)
-    predicted = [model.predict_one(dict(zip(FEATURES, row, strict=True)))
-                 for row in last[FEATURES].to_numpy().tolist()]
+    predicted = [
+        model.predict_one(dict(zip(FEATURES, row, strict=True)))
+        for row in last[FEATURES].to_numpy().tolist()
+    ]
     assert predicted.count(2) > 40  # the class that came last is learned
 
 
@@ -145,8 +168,9 @@ def test_given_classes_that_miss_one_fail_clearly(table):
 def test_regression_reports_mean_squared_error(table):
     from sklearn.linear_model import SGDRegressor
 
-    result = learn_online(SGDRegressor(random_state=0), _stream(table, target="value"),
-                          report_every=3)
+    result = learn_online(
+        SGDRegressor(random_state=0), _stream(table, target="value"), report_every=3
+    )
     assert result.metric == "mse"
     assert result.history[-1].window < 0.05 < result.history[0].window
 
@@ -176,11 +200,15 @@ def test_a_checkpoint_from_another_stream_is_refused(table, tmp_path):
 
     ckpt = tmp_path / "c.pkl"
     with pytest.raises(Interrupt):
-        learn_online(SGDClassifier(), _stream(table), checkpoint=ckpt, checkpoint_every=2,
-                     callback=_stop_after(3))
+        learn_online(
+            SGDClassifier(),
+            _stream(table),
+            checkpoint=ckpt,
+            checkpoint_every=2,
+            callback=_stop_after(3),
+        )
     with pytest.raises(DataError, match="does not match this stream"):
-        learn_online(SGDClassifier(), _stream(table, columns=["f2", "f1", "f3"]),
-                     checkpoint=ckpt)
+        learn_online(SGDClassifier(), _stream(table, columns=["f2", "f1", "f3"]), checkpoint=ckpt)
 
 
 # A model that counts how often it trained on each row (row id = feature 0), kept in a buffer
@@ -215,8 +243,11 @@ def test_a_killed_process_resumes_and_learns_every_row_exactly_once(table, tmp_p
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(recorder=RECORDER.replace("SLEEP_S", "0.03"), rows=N_ROWS))
     ckpt = tmp_path / "kill.ckpt"
-    child = subprocess.Popen([sys.executable, str(script), str(table), str(ckpt)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(table), str(ckpt)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -230,8 +261,14 @@ def test_a_killed_process_resumes_and_learns_every_row_exactly_once(table, tmp_p
     namespace: dict = {}
     exec(RECORDER.replace("SLEEP_S", "0"), namespace)
     model = namespace["Recorder"](N_ROWS)
-    stream = TableStream(table, batch_size=50, columns=["id", "f1", "f2", "f3"], target="y",
-                         shuffle_buffer="8kB", seed=4)
+    stream = TableStream(
+        table,
+        batch_size=50,
+        columns=["id", "f1", "f2", "f3"],
+        target="y",
+        shuffle_buffer="8kB",
+        seed=4,
+    )
     result = learn_online(model, stream, checkpoint=ckpt, checkpoint_every=4)
     assert result.resumed_at_rows == saved["progress"]["rows"]
     torch.testing.assert_close(model.seen, torch.ones(N_ROWS), rtol=0, atol=0)

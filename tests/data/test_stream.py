@@ -18,13 +18,15 @@ N_ROWS = 1000
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "id": np.arange(N_ROWS),
-        "a": rng.normal(size=N_ROWS).round(3),
-        "b": rng.integers(-50, 50, size=N_ROWS),
-        "note": [f'say "hi"\nline {i}' if i % 7 == 0 else f"n{i}" for i in range(N_ROWS)],
-        "label": rng.choice(["cat", "dog", "eel"], size=N_ROWS),
-    })
+    return pd.DataFrame(
+        {
+            "id": np.arange(N_ROWS),
+            "a": rng.normal(size=N_ROWS).round(3),
+            "b": rng.integers(-50, 50, size=N_ROWS),
+            "note": [f'say "hi"\nline {i}' if i % 7 == 0 else f"n{i}" for i in range(N_ROWS)],
+            "label": rng.choice(["cat", "dog", "eel"], size=N_ROWS),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,9 @@ def files(frame, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("tables")
     csv_path, parquet_path, db_path = root / "t.csv", root / "t.parquet", root / "t.db"
     frame.to_csv(csv_path, index=False)  # quotes the notes that hold newlines
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), parquet_path,
-                   row_group_size=170)
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), parquet_path, row_group_size=170
+    )
     with sqlite3.connect(db_path) as db:
         frame.to_sql("t", db, index=False)
     return {"csv": str(csv_path), "parquet": str(parquet_path), "sqlite": f"sqlite:///{db_path}"}
@@ -64,9 +67,13 @@ def test_every_format_gives_the_rows_of_the_file(files, frame, kind):
 
 
 def test_a_query_streams_like_a_table(files, frame):
-    stream = TableStream(files["sqlite"], batch_size=100,
-                         query="SELECT id, a, label FROM t WHERE b > 0 ORDER BY id",
-                         target="label", block_rows=33)
+    stream = TableStream(
+        files["sqlite"],
+        batch_size=100,
+        query="SELECT id, a, label FROM t WHERE b > 0 ORDER BY id",
+        target="label",
+        block_rows=33,
+    )
     ids = _ids(stream)
     np.testing.assert_array_equal(ids, frame.loc[frame.b > 0, "id"].to_numpy())
 
@@ -133,7 +140,7 @@ def test_shuffle_buffer_bytes_are_respected(files):
         assert stream.peak_buffer_bytes >= buffer // 2  # the buffer is actually used
         # Rows only move within a window: the first window is at most buffer/row_bytes rows.
         window = buffer // row_bytes
-        first = ids[:window // 2]
+        first = ids[: window // 2]
         assert len(np.unique(first // 170)) <= 8  # they come from few row groups, not the file
 
 
@@ -189,13 +196,16 @@ def test_a_state_from_another_stream_is_refused(files):
         _open(files["parquet"], batch_size=60).load_state_dict(state)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(columns=["nope"]), "no column 'nope'"),
-    (dict(target="nope"), "target 'nope' is not a column"),
-    (dict(shuffle_buffer="lots"), "not a size"),
-    (dict(shuffle_buffer=8), "holds no row"),
-    (dict(columns=["id", "note"], batch_size=10), "'note' is not numeric"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(columns=["nope"]), "no column 'nope'"),
+        (dict(target="nope"), "target 'nope' is not a column"),
+        (dict(shuffle_buffer="lots"), "not a size"),
+        (dict(shuffle_buffer=8), "holds no row"),
+        (dict(columns=["id", "note"], batch_size=10), "'note' is not numeric"),
+    ],
+)
 def test_bad_settings_fail_with_a_clear_message(files, kwargs, message):
     with pytest.raises(StreamError, match=message):
         list(_open(files["csv"], **kwargs))

@@ -48,8 +48,10 @@ def load(path: Path, checkpoint_format: str) -> dict[str, Any]:
             with open(path, "rb") as handle:
                 payload = pickle.load(handle)
     except Exception as exc:  # a foreign or damaged file: one line, no traceback
-        raise DataError(f"{path} is not a {checkpoint_format} checkpoint of learn_online ({exc}); "
-                        "pass another checkpoint path or delete this one to start over") from exc
+        raise DataError(
+            f"{path} is not a {checkpoint_format} checkpoint of learn_online ({exc}); "
+            "pass another checkpoint path or delete this one to start over"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("memfit_online") != FORMAT_VERSION:
         raise DataError(f"{path} is not a learn_online checkpoint; pass another path or delete it")
     return payload

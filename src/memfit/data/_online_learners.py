@@ -35,8 +35,13 @@ class Learner:
 class TorchLearner(Learner):
     checkpoint_format = "torch"
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                 loss_fn: Any, classification: bool) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        loss_fn: Any,
+        classification: bool,
+    ) -> None:
         self.model = model
         if optimizer is None:
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -55,12 +60,16 @@ class TorchLearner(Learner):
         out = self.model(x)
         if self.classification:
             if out.ndim != 2:
-                raise DataError(f"a classifier must return (batch, classes) scores, got shape "
-                                f"{tuple(out.shape)}")
+                raise DataError(
+                    f"a classifier must return (batch, classes) scores, got shape "
+                    f"{tuple(out.shape)}"
+                )
             if int(y.max()) >= out.shape[1] or int(y.min()) < 0:
-                raise DataError(f"target class {int(y.max())} but the model scores "
-                                f"{out.shape[1]} classes; size its last layer for "
-                                "len(stream.target_classes()) classes")
+                raise DataError(
+                    f"target class {int(y.max())} but the model scores "
+                    f"{out.shape[1]} classes; size its last layer for "
+                    "len(stream.target_classes()) classes"
+                )
             predicted = out.detach().argmax(dim=1)
         else:
             if out.ndim == 2 and out.shape[1] == 1:
@@ -91,9 +100,11 @@ class _PickledLearner(Learner):
     def restore(self, state: dict[str, Any]) -> None:
         saved = pickle.load(io.BytesIO(state["model"]))
         if type(saved) is not type(self.model):
-            raise DataError(f"the checkpoint holds a {type(saved).__name__}, not a "
-                            f"{type(self.model).__name__}; pass the same kind of model or "
-                            "start without the checkpoint")
+            raise DataError(
+                f"the checkpoint holds a {type(saved).__name__}, not a "
+                f"{type(self.model).__name__}; pass the same kind of model or "
+                "start without the checkpoint"
+            )
         # Into the caller's own object, so the model they hold is the trained one.
         self.model.__dict__.update(saved.__dict__)
 
@@ -113,8 +124,10 @@ class SklearnLearner(_PickledLearner):
         if self.classification:
             unknown = np.setdiff1d(np.unique(target), self.classes)
             if len(unknown):
-                raise DataError(f"classes {unknown[:5].tolist()} appear in the stream but not in "
-                                "classes=; leave classes out to scan the stream for all of them")
+                raise DataError(
+                    f"classes {unknown[:5].tolist()} appear in the stream but not in "
+                    "classes=; leave classes out to scan the stream for all of them"
+                )
             self.model.partial_fit(features, target, classes=self.classes)
         else:
             self.model.partial_fit(features, target)
@@ -154,25 +167,35 @@ def _with_missing(predicted: np.ndarray) -> np.ndarray:
     return np.array([np.nan if p is None else float(p) for p in predicted.tolist()])
 
 
-def make_learner(model: Any, *, optimizer: Any, loss_fn: Any, classes: Sequence[Any] | None,
-                 task: str, stream: Any) -> Learner:
+def make_learner(
+    model: Any,
+    *,
+    optimizer: Any,
+    loss_fn: Any,
+    classes: Sequence[Any] | None,
+    task: str,
+    stream: Any,
+) -> Learner:
     """The adapter for `model`, with the task (classification or regression) settled."""
     if isinstance(model, torch.nn.Module):
-        classification = (stream.target_kind in ("int", "label") if task == "auto"
-                          else task == "classification")
+        classification = (
+            stream.target_kind in ("int", "label") if task == "auto" else task == "classification"
+        )
         return TorchLearner(model, optimizer, loss_fn, classification)
     if hasattr(model, "partial_fit"):
-        classification = _sklearn_is_classifier(model) if task == "auto" else (
-            task == "classification")
+        classification = (
+            _sklearn_is_classifier(model) if task == "auto" else (task == "classification")
+        )
         if classification and classes is None:
             classes = stream.target_classes()  # one pass over the target column only
         return SklearnLearner(model, classes, classification)
     if hasattr(model, "learn_one") and hasattr(model, "predict_one"):
-        classification = (_river_is_classifier(model) if task == "auto"
-                          else task == "classification")
+        classification = _river_is_classifier(model) if task == "auto" else task == "classification"
         return RiverLearner(model, list(stream.feature_names), classification)
-    raise DataError(f"cannot learn online with a {type(model).__name__}: pass a torch.nn.Module, "
-                    "an estimator with partial_fit, or a river model (learn_one/predict_one)")
+    raise DataError(
+        f"cannot learn online with a {type(model).__name__}: pass a torch.nn.Module, "
+        "an estimator with partial_fit, or a river model (learn_one/predict_one)"
+    )
 
 
 def _sklearn_is_classifier(model: Any) -> bool:
@@ -187,6 +210,7 @@ def _river_is_classifier(model: Any) -> bool:
     try:
         from river import base
     except ImportError as exc:
-        raise MissingDependencyError("river is not installed; install it with: "
-                                     "pip install 'memfit[river]'") from exc
+        raise MissingDependencyError(
+            "river is not installed; install it with: pip install 'memfit[river]'"
+        ) from exc
     return isinstance(model, base.Classifier)

@@ -42,8 +42,9 @@ def windows(block_rows: np.ndarray, rows_per_window: int) -> list[np.ndarray]:
     return groups
 
 
-def row_permutation(n_rows: int, seed: int, epoch: int, num_workers: int, worker_id: int,
-                    window: int) -> np.ndarray:
+def row_permutation(
+    n_rows: int, seed: int, epoch: int, num_workers: int, worker_id: int, window: int
+) -> np.ndarray:
     """The order of the rows inside one window."""
     rng = np.random.default_rng([seed, epoch, num_workers, worker_id, window])
     return rng.permutation(n_rows)

@@ -46,9 +46,9 @@ class Source:
         """Cut the table into blocks of at most `rows_per_block` rows; rows in each (int64)."""
         raise NotImplementedError
 
-    def read_block(self, index: int, columns: list[str],
-                   types: dict[str, pa.DataType] | None = None
-                   ) -> Iterator[pa.RecordBatch | pa.Table]:
+    def read_block(
+        self, index: int, columns: list[str], types: dict[str, pa.DataType] | None = None
+    ) -> Iterator[pa.RecordBatch | pa.Table]:
         """Block `index` as record batches of `columns`. `types` is a hint for text formats
         (CSV), whose types are otherwise guessed per piece; typed formats ignore it."""
         raise NotImplementedError
@@ -65,8 +65,12 @@ class Source:
         self.__dict__.update(state)
 
 
-def open_source(path: str | os.PathLike, table: str | None = None, query: str | None = None,
-                format: str | None = None) -> Source:
+def open_source(
+    path: str | os.PathLike,
+    table: str | None = None,
+    query: str | None = None,
+    format: str | None = None,
+) -> Source:
     """The reader for `path`: a .csv, a .parquet, or `sqlite:///file.db` with a table or query."""
     text = str(path)
     if format is None:
@@ -80,11 +84,15 @@ def open_source(path: str | os.PathLike, table: str | None = None, query: str | 
         elif lower.endswith((".db", ".sqlite", ".sqlite3")):
             format = "sqlite"
         elif lower.endswith((".gz", ".bz2", ".xz", ".zst", ".zip")):
-            raise StreamError(f"{text}: a compressed file cannot be read by block; decompress it "
-                              "or convert it to Parquet first (memfit convert)")
+            raise StreamError(
+                f"{text}: a compressed file cannot be read by block; decompress it "
+                "or convert it to Parquet first (memfit convert)"
+            )
         else:
-            raise StreamError(f"{text}: unknown format; name it .csv, .parquet or "
-                              "sqlite:///file.db, or pass format='csv'|'parquet'|'sqlite'")
+            raise StreamError(
+                f"{text}: unknown format; name it .csv, .parquet or "
+                "sqlite:///file.db, or pass format='csv'|'parquet'|'sqlite'"
+            )
     if format == "sqlite":
         return SqliteSource(_sqlite_path(text), table, query)
     if table is not None or query is not None:
@@ -106,10 +114,11 @@ def _existing(text: str) -> Path:
 def _sqlite_path(text: str) -> Path:
     # SQLAlchemy's spelling: sqlite:///relative.db and sqlite:////absolute.db
     if text.lower().startswith("sqlite:///"):
-        text = text[len("sqlite:///"):]
+        text = text[len("sqlite:///") :]
     elif text.lower().startswith("sqlite:"):
-        raise StreamError(f"{text}: write a SQLite URL as sqlite:///file.db "
-                          "(or sqlite:////absolute/path.db)")
+        raise StreamError(
+            f"{text}: write a SQLite URL as sqlite:///file.db (or sqlite:////absolute/path.db)"
+        )
     return _existing(text)
 
 
@@ -152,13 +161,15 @@ class ParquetSource(Source):
                 self._pieces.append((group, start, min(rows, start + rows_per_block)))
         return np.array([stop - start for _, start, stop in self._pieces], dtype=np.int64)
 
-    def read_block(self, index: int, columns: list[str],
-                   types: dict[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
+    def read_block(
+        self, index: int, columns: list[str], types: dict[str, pa.DataType] | None = None
+    ) -> Iterator[pa.RecordBatch]:
         group, start, stop = self._pieces[index]
         offset = 0
         read_rows = min(_PARQUET_READ_ROWS, stop - start)
-        for batch in self._file().iter_batches(batch_size=read_rows, row_groups=[group],
-                                               columns=columns, use_threads=False):
+        for batch in self._file().iter_batches(
+            batch_size=read_rows, row_groups=[group], columns=columns, use_threads=False
+        ):
             lo, hi = max(start - offset, 0), min(stop - offset, batch.num_rows)
             if lo < hi:
                 yield batch.slice(lo, hi - lo)
@@ -195,8 +206,9 @@ class CsvSource(Source):
         self._offsets = np.concatenate([[data_start], cut]).astype(np.int64)
         return equal_blocks(total, rows_per_block)
 
-    def read_block(self, index: int, columns: list[str],
-                   types: dict[str, pa.DataType] | None = None) -> Iterator[pa.RecordBatch]:
+    def read_block(
+        self, index: int, columns: list[str], types: dict[str, pa.DataType] | None = None
+    ) -> Iterator[pa.RecordBatch]:
         import pyarrow.csv as pacsv
 
         start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
@@ -206,21 +218,27 @@ class CsvSource(Source):
                 # than reading it whole: text and parsed columns together cost ~4x the floats.
                 yield from pacsv.open_csv(
                     _ByteRange(handle, start, stop),
-                    read_options=pacsv.ReadOptions(column_names=self._names, use_threads=False,
-                                                   block_size=_CSV_PIECE_BYTES),
-                    convert_options=pacsv.ConvertOptions(include_columns=columns,
-                                                         column_types=types or {}),
+                    read_options=pacsv.ReadOptions(
+                        column_names=self._names, use_threads=False, block_size=_CSV_PIECE_BYTES
+                    ),
+                    convert_options=pacsv.ConvertOptions(
+                        include_columns=columns, column_types=types or {}
+                    ),
                 )
             except pa.ArrowInvalid as exc:
                 found = re.search(r"CSV column #(\d+)", str(exc))
                 if found and "conversion error" in str(exc):
                     name = self._names[int(found.group(1))]
-                    raise StreamError(f"column {name!r} is not numeric near byte {start} "
-                                      f"({exc}); encode it as numbers first or leave it out "
-                                      "of columns") from exc
-                raise StreamError(f"{self.path}: cannot parse rows between bytes {start} and "
-                                  f"{stop} ({exc}); fix the file or convert it with memfit "
-                                  "convert") from exc
+                    raise StreamError(
+                        f"column {name!r} is not numeric near byte {start} "
+                        f"({exc}); encode it as numbers first or leave it out "
+                        "of columns"
+                    ) from exc
+                raise StreamError(
+                    f"{self.path}: cannot parse rows between bytes {start} and "
+                    f"{stop} ({exc}); fix the file or convert it with memfit "
+                    "convert"
+                ) from exc
 
 
 class _ByteRange(io.RawIOBase):
@@ -234,7 +252,7 @@ class _ByteRange(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        view = memoryview(buffer)[:self.left]
+        view = memoryview(buffer)[: self.left]
         n = self.handle.readinto(view)
         self.left -= n
         return n
@@ -304,8 +322,9 @@ def _only_whitespace(handle, start: int, stop: int) -> bool:
 class SqliteSource(Source):
     def __init__(self, path: Path, table: str | None, query: str | None) -> None:
         if (table is None) == (query is None):
-            raise StreamError("for SQLite pass exactly one of table='name' or "
-                              "query='SELECT ... ORDER BY ...'")
+            raise StreamError(
+                "for SQLite pass exactly one of table='name' or query='SELECT ... ORDER BY ...'"
+            )
         self.path, self.table, self.query = path, table, query
         self.description = f"sqlite:///{path} ({table or 'query'})"
         self._open_db = None
@@ -340,8 +359,10 @@ class SqliteSource(Source):
         try:
             rowids = db.execute(f"SELECT rowid FROM {self._from()} ORDER BY rowid")
         except sqlite3.Error as exc:
-            raise StreamError(f"{self.description}: has no rowid ({exc}); "
-                              "pass query='SELECT ... ORDER BY key' instead") from exc
+            raise StreamError(
+                f"{self.description}: has no rowid ({exc}); "
+                "pass query='SELECT ... ORDER BY key' instead"
+            ) from exc
         bounds, total, last = [], 0, 0
         # One pass over the rowid index: keep the rowid that starts every block.
         while rows := rowids.fetchmany(65536):
@@ -354,12 +375,15 @@ class SqliteSource(Source):
         self._rowid_bounds = np.append(starts, last + 1).astype(np.int64)
         return equal_blocks(total, rows_per_block)
 
-    def read_block(self, index: int, columns: list[str],
-                   types: dict[str, pa.DataType] | None = None) -> Iterator[pa.Table]:
+    def read_block(
+        self, index: int, columns: list[str], types: dict[str, pa.DataType] | None = None
+    ) -> Iterator[pa.Table]:
         picked = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
         if self.table is not None:
             lo, hi = int(self._rowid_bounds[index]), int(self._rowid_bounds[index + 1])
-            sql = f"SELECT {picked} FROM {self._from()} WHERE rowid >= ? AND rowid < ? ORDER BY rowid"
+            sql = (
+                f"SELECT {picked} FROM {self._from()} WHERE rowid >= ? AND rowid < ? ORDER BY rowid"
+            )
             cursor = self._db().execute(sql, (lo, hi))
         else:
             lo, hi = int(self._offsets[index]), int(self._offsets[index + 1])

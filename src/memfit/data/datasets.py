@@ -54,19 +54,27 @@ class ImageFolder(Dataset):
         (['cat', 'dog'], 2, (3, 3, 4), 1)
     """
 
-    def __init__(self, root: str | os.PathLike, transform: Callable[[Any], Any] | None = None, *,
-                 extensions: tuple[str, ...] = IMAGE_EXTENSIONS, mode: str = "RGB") -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        transform: Callable[[Any], Any] | None = None,
+        *,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+        mode: str = "RGB",
+    ) -> None:
         require("PIL", "images")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: no such folder; give the folder that holds one "
-                            "subfolder per class")
+            raise DataError(
+                f"{self.root}: no such folder; give the folder that holds one subfolder per class"
+            )
         self.transform = transform
         self.mode = mode
         self.classes: list[str] = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
         if not self.classes:
-            raise DataError(f"{self.root} has no subfolders; put each class's images in "
-                            "root/<class name>/")
+            raise DataError(
+                f"{self.root} has no subfolders; put each class's images in root/<class name>/"
+            )
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         wanted = tuple(e.lower() for e in extensions)
         names, ends, targets = bytearray(), array("q"), array("q")
@@ -76,14 +84,15 @@ class ImageFolder(Dataset):
                 subfolders.sort()
                 for file in sorted(files):
                     if file.lower().endswith(wanted):
-                        names += os.fsencode(os.path.relpath(os.path.join(folder, file),
-                                                             self.root))
+                        names += os.fsencode(os.path.relpath(os.path.join(folder, file), self.root))
                         ends.append(len(names))
                         targets.append(index)
                         found += 1
             if not found:
-                raise DataError(f"class folder {self.root / name} has no files ending in "
-                                f"{', '.join(extensions)}; add images or remove the folder")
+                raise DataError(
+                    f"class folder {self.root / name} has no files ending in "
+                    f"{', '.join(extensions)}; add images or remove the folder"
+                )
         # One buffer and offsets: no per-file Python objects for workers to copy (#13246).
         self._names = np.frombuffer(bytes(names), dtype=np.uint8)
         self._ends = np.frombuffer(ends, dtype=np.int64).copy()
@@ -107,8 +116,9 @@ class ImageFolder(Dataset):
             with Image.open(path) as image:
                 image = image.convert(self.mode)
         except OSError as exc:
-            raise DataError(f"{path}: cannot decode this image ({exc}); remove or replace it"
-                            ) from exc
+            raise DataError(
+                f"{path}: cannot decode this image ({exc}); remove or replace it"
+            ) from exc
         if self.transform is not None:
             return self.transform(image), int(self.targets[index])
         pixels = torch.from_numpy(np.array(image))
@@ -142,11 +152,15 @@ class ArrayStore(Dataset):
         try:
             meta = json.loads((self.path / _META).read_text())
         except (OSError, ValueError) as exc:
-            raise DataError(f"{self.path} is not an ArrayStore ({exc}); make one with "
-                            "ArrayStore.write(path, arrays)") from exc
+            raise DataError(
+                f"{self.path} is not an ArrayStore ({exc}); make one with "
+                "ArrayStore.write(path, arrays)"
+            ) from exc
         if meta.get("version") != _VERSION:
-            raise DataError(f"{self.path}: ArrayStore version {meta.get('version')} is not "
-                            f"{_VERSION}; rewrite it with this memfit")
+            raise DataError(
+                f"{self.path}: ArrayStore version {meta.get('version')} is not "
+                f"{_VERSION}; rewrite it with this memfit"
+            )
         self.fields: tuple[str, ...] = tuple(f["name"] for f in meta["fields"])
         self.dtypes = tuple(np.dtype(f["dtype"]) for f in meta["fields"])
         self.shapes = tuple(tuple(f["shape"]) for f in meta["fields"])
@@ -176,9 +190,12 @@ class ArrayStore(Dataset):
         key = (shard, field)
         if key not in self._maps:
             rows = int(self._starts[shard + 1] - self._starts[shard])
-            self._maps[key] = np.memmap(self.path / _shard_file(shard, field),
-                                        dtype=self.dtypes[field], mode="r",
-                                        shape=(rows, *self.shapes[field]))
+            self._maps[key] = np.memmap(
+                self.path / _shard_file(shard, field),
+                dtype=self.dtypes[field],
+                mode="r",
+                shape=(rows, *self.shapes[field]),
+            )
         return self._maps[key]
 
     def __getitem__(self, index: int) -> Any:
@@ -199,8 +216,14 @@ class ArrayStore(Dataset):
         return sample[0] if len(sample) == 1 else tuple(sample)
 
     @classmethod
-    def write(cls, path: str | os.PathLike, arrays: Any, *, shard_bytes: int | str = "256MB",
-              overwrite: bool = False) -> ArrayStore:
+    def write(
+        cls,
+        path: str | os.PathLike,
+        arrays: Any,
+        *,
+        shard_bytes: int | str = "256MB",
+        overwrite: bool = False,
+    ) -> ArrayStore:
         """Write `arrays` into shards of about `shard_bytes` at `path` (a new folder).
 
         `arrays` is one chunk (a dict of name -> array, a tuple of arrays, or one
@@ -247,13 +270,17 @@ class _ShardWriter:
                         shard_files.close()
                         self.shard_rows.append(0)
                         shard = len(self.shard_rows) - 1
-                        files = [self.folder / _shard_file(shard, i) for i in range(len(self.fields))]
+                        files = [
+                            self.folder / _shard_file(shard, i) for i in range(len(self.fields))
+                        ]
                         # closed by the ExitStack when the shard is full or on error
-                        handles = [shard_files.enter_context(open(f, "wb"))  # noqa: SIM115
-                                   for f in files]
+                        handles = [
+                            shard_files.enter_context(open(f, "wb"))  # noqa: SIM115
+                            for f in files
+                        ]
                     take = min(n - done, rows_per_shard - self.shard_rows[-1])
                     for handle, values in zip(handles, chunk.values(), strict=True):
-                        handle.write(np.ascontiguousarray(values[done:done + take]).data)
+                        handle.write(np.ascontiguousarray(values[done : done + take]).data)
                     self.shard_rows[-1] += take
                     done += take
         if not self.fields:
@@ -264,37 +291,45 @@ class _ShardWriter:
         row_bytes = 0
         for name, values in chunk.items():
             if values.dtype.hasobject:
-                raise DataError(f"field {name!r} holds Python objects, which cannot be "
-                                "memory-mapped; convert it to a numeric dtype")
+                raise DataError(
+                    f"field {name!r} holds Python objects, which cannot be "
+                    "memory-mapped; convert it to a numeric dtype"
+                )
             try:
                 torch.from_numpy(np.empty(0, dtype=values.dtype))
             except TypeError as exc:
-                raise DataError(f"field {name!r} has dtype {values.dtype}, which torch cannot "
-                                "hold; give numeric or bool arrays (one per record field)"
-                                ) from exc
+                raise DataError(
+                    f"field {name!r} has dtype {values.dtype}, which torch cannot "
+                    "hold; give numeric or bool arrays (one per record field)"
+                ) from exc
             if values.ndim == 0:
                 raise DataError(f"field {name!r} is a scalar; give arrays with one row per sample")
-            self.fields.append({"name": name,
-                                "dtype": values.dtype.str,
-                                "shape": list(values.shape[1:])})
+            self.fields.append(
+                {"name": name, "dtype": values.dtype.str, "shape": list(values.shape[1:])}
+            )
             row_bytes += values.dtype.itemsize * int(np.prod(values.shape[1:], dtype=np.int64))
         return max(1, self.shard_bytes // max(row_bytes, 1))
 
     def _check(self, chunk: dict[str, np.ndarray]) -> None:
         names = [f["name"] for f in self.fields]
         if list(chunk) != names:
-            raise DataError(f"a chunk has fields {list(chunk)}, the first had {names}; "
-                            "give every chunk the same fields")
+            raise DataError(
+                f"a chunk has fields {list(chunk)}, the first had {names}; "
+                "give every chunk the same fields"
+            )
         lengths = {len(v) for v in chunk.values()}
         if len(lengths) != 1:
-            raise DataError(f"arrays in one chunk have different lengths {sorted(lengths)}; "
-                            "give one row per sample in every field")
+            raise DataError(
+                f"arrays in one chunk have different lengths {sorted(lengths)}; "
+                "give one row per sample in every field"
+            )
         for field, values in zip(self.fields, chunk.values(), strict=True):
-            if (values.dtype.str != field["dtype"]
-                    or list(values.shape[1:]) != field["shape"]):
-                raise DataError(f"field {field['name']!r} changed from {field['dtype']} "
-                                f"{field['shape']} to {values.dtype} {list(values.shape[1:])}; "
-                                "cast every chunk the same way")
+            if values.dtype.str != field["dtype"] or list(values.shape[1:]) != field["shape"]:
+                raise DataError(
+                    f"field {field['name']!r} changed from {field['dtype']} "
+                    f"{field['shape']} to {values.dtype} {list(values.shape[1:])}; "
+                    "cast every chunk the same way"
+                )
 
 
 def _chunks(arrays: Any) -> Iterator[dict[str, np.ndarray]]:
@@ -302,19 +337,22 @@ def _chunks(arrays: Any) -> Iterator[dict[str, np.ndarray]]:
         yield _as_chunk(arrays)
         return
     if not isinstance(arrays, Iterable):
-        raise DataError(f"cannot write a {type(arrays).__name__}; pass arrays or an iterable "
-                        "of dicts of arrays")
+        raise DataError(
+            f"cannot write a {type(arrays).__name__}; pass arrays or an iterable of dicts of arrays"
+        )
     for chunk in arrays:
         if not _is_chunk(chunk):
-            raise DataError(f"a chunk is a {type(chunk).__name__}; give dicts of arrays, "
-                            "tuples of arrays or arrays")
+            raise DataError(
+                f"a chunk is a {type(chunk).__name__}; give dicts of arrays, "
+                "tuples of arrays or arrays"
+            )
         yield _as_chunk(chunk)
 
 
 def _is_chunk(value: Any) -> bool:
-    return (isinstance(value, (np.ndarray, Mapping, torch.Tensor))
-            or (isinstance(value, tuple) and all(isinstance(v, (np.ndarray, torch.Tensor))
-                                                 for v in value)))
+    return isinstance(value, (np.ndarray, Mapping, torch.Tensor)) or (
+        isinstance(value, tuple) and all(isinstance(v, (np.ndarray, torch.Tensor)) for v in value)
+    )
 
 
 def _as_chunk(value: Any) -> dict[str, np.ndarray]:
@@ -324,8 +362,7 @@ def _as_chunk(value: Any) -> dict[str, np.ndarray]:
         items = [(str(i), v) for i, v in enumerate(value)]
     else:
         items = [("x", value)]
-    return {str(k): (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-            for k, v in items}
+    return {str(k): (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in items}
 
 
 def _replace_folder(built: Path, target: Path) -> None:

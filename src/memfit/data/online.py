@@ -70,8 +70,11 @@ class OnlineProgress:
         keep = ~np.isnan(predicted)
         truth = target.astype(np.float64)[keep]
         guess = predicted[keep]
-        value = (float(np.sum(guess == truth)) if metric == "accuracy"
-                 else float(np.sum((guess - truth) ** 2)))
+        value = (
+            float(np.sum(guess == truth))
+            if metric == "accuracy"
+            else float(np.sum((guess - truth) ** 2))
+        )
         self.scored += int(keep.sum())
         self.total += value
         self.window_scored += int(keep.sum())
@@ -79,9 +82,13 @@ class OnlineProgress:
 
     def mark(self) -> None:
         """Close the current window as a history point."""
-        self.history.append(PrequentialPoint(
-            self.rows, _ratio(self.window_total, self.window_scored),
-            _ratio(self.total, self.scored)))
+        self.history.append(
+            PrequentialPoint(
+                self.rows,
+                _ratio(self.window_total, self.window_scored),
+                _ratio(self.total, self.scored),
+            )
+        )
         self.window_scored, self.window_total = 0, 0.0
 
     def to_plain(self) -> dict[str, Any]:
@@ -92,8 +99,9 @@ class OnlineProgress:
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> OnlineProgress:
         values = dict(plain)
-        values["history"] = [PrequentialPoint(int(r), float(w), float(c))
-                             for r, w, c in values["history"]]
+        values["history"] = [
+            PrequentialPoint(int(r), float(w), float(c)) for r, w, c in values["history"]
+        ]
         return cls(**values)
 
 
@@ -118,12 +126,22 @@ class OnlineResult:
     checkpoints_written: int
 
 
-def learn_online(model: Any, stream: TableStream, *, epochs: int = 1,
-                 optimizer: Any = None, loss_fn: Any = None,
-                 classes: Sequence[Any] | None = None, task: str = "auto",
-                 num_workers: int = 0, checkpoint: str | Path | None = None,
-                 checkpoint_every: int = 100, resume: bool = True, report_every: int = 50,
-                 callback: Callable[[OnlineProgress], None] | None = None) -> OnlineResult:
+def learn_online(
+    model: Any,
+    stream: TableStream,
+    *,
+    epochs: int = 1,
+    optimizer: Any = None,
+    loss_fn: Any = None,
+    classes: Sequence[Any] | None = None,
+    task: str = "auto",
+    num_workers: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+    report_every: int = 50,
+    callback: Callable[[OnlineProgress], None] | None = None,
+) -> OnlineResult:
     """Train `model` on `stream` batch by batch, scoring each batch before learning it.
 
     Args:
@@ -150,8 +168,9 @@ def learn_online(model: Any, stream: TableStream, *, epochs: int = 1,
         raise DataError("learn_online needs a target: build the TableStream with target='column'")
     if epochs < 1 or checkpoint_every < 1 or report_every < 1:
         raise DataError("epochs, checkpoint_every and report_every must be at least 1")
-    learner = make_learner(model, optimizer=optimizer, loss_fn=loss_fn, classes=classes,
-                           task=task, stream=stream)
+    learner = make_learner(
+        model, optimizer=optimizer, loss_fn=loss_fn, classes=classes, task=task, stream=stream
+    )
     metric = "accuracy" if learner.classification else "mse"
     loader = stream.loader(num_workers=num_workers)
     progress = OnlineProgress()
@@ -159,8 +178,10 @@ def learn_online(model: Any, stream: TableStream, *, epochs: int = 1,
     if path is not None and resume and path.exists():
         saved = checkpoints.load(path, learner.checkpoint_format)
         if saved.get("metric") != metric:
-            raise DataError(f"{path} was a {saved.get('metric')} run, this one is {metric}; "
-                            "pass the same kind of model or another checkpoint path")
+            raise DataError(
+                f"{path} was a {saved.get('metric')} run, this one is {metric}; "
+                "pass the same kind of model or another checkpoint path"
+            )
         learner.restore(saved["learner"])
         loader.load_state_dict(saved["stream"])
         progress = OnlineProgress.from_plain(saved["progress"])
@@ -172,9 +193,16 @@ def learn_online(model: Any, stream: TableStream, *, epochs: int = 1,
     def save() -> None:
         nonlocal written
         if path is not None:
-            checkpoints.save(path, {"learner": learner.state(), "stream": loader.state_dict(),
-                                    "progress": progress.to_plain(), "metric": metric},
-                             learner.checkpoint_format)
+            checkpoints.save(
+                path,
+                {
+                    "learner": learner.state(),
+                    "stream": loader.state_dict(),
+                    "progress": progress.to_plain(),
+                    "metric": metric,
+                },
+                learner.checkpoint_format,
+            )
             written += 1
 
     while not progress.done and stream.epoch < epochs:
@@ -194,10 +222,17 @@ def learn_online(model: Any, stream: TableStream, *, epochs: int = 1,
         if progress.window_scored:
             progress.mark()
         save()
-    return OnlineResult(model=model, metric=metric, rows=progress.rows, batches=progress.batches,
-                        scored_rows=progress.scored, final=_ratio(progress.total, progress.scored),
-                        history=list(progress.history), resumed_at_rows=resumed_at,
-                        checkpoints_written=written)
+    return OnlineResult(
+        model=model,
+        metric=metric,
+        rows=progress.rows,
+        batches=progress.batches,
+        scored_rows=progress.scored,
+        final=_ratio(progress.total, progress.scored),
+        history=list(progress.history),
+        resumed_at_rows=resumed_at,
+        checkpoints_written=written,
+    )
 
 
 def _ratio(total: float, count: int) -> float:

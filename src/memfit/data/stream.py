@@ -62,12 +62,22 @@ class TableStream(IterableDataset):
         block_rows: rows per block (default from the buffer size).
     """
 
-    def __init__(self, path: str | os.PathLike, batch_size: int = 256,
-                 columns: Sequence[str] | None = None, target: str | None = None, *,
-                 shuffle_buffer: str | int | None = 0, seed: int = 0,
-                 table: str | None = None, query: str | None = None, format: str | None = None,
-                 classes: Sequence[Any] | None = None, drop_last: bool = False,
-                 block_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        batch_size: int = 256,
+        columns: Sequence[str] | None = None,
+        target: str | None = None,
+        *,
+        shuffle_buffer: str | int | None = 0,
+        seed: int = 0,
+        table: str | None = None,
+        query: str | None = None,
+        format: str | None = None,
+        classes: Sequence[Any] | None = None,
+        drop_last: bool = False,
+        block_rows: int | None = None,
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise StreamError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size
@@ -79,13 +89,17 @@ class TableStream(IterableDataset):
 
         names = self._all_names(self.source.names())
         if target is not None and target not in names:
-            raise StreamError(f"target {target!r} is not a column of {self.source.description}; "
-                              f"columns: {', '.join(names)}")
+            raise StreamError(
+                f"target {target!r} is not a column of {self.source.description}; "
+                f"columns: {', '.join(names)}"
+            )
         features = list(columns) if columns is not None else [n for n in names if n != target]
         missing = [c for c in features if c not in names]
         if missing:
-            raise StreamError(f"no column {', '.join(map(repr, missing))} in "
-                              f"{self.source.description}; columns: {', '.join(names)}")
+            raise StreamError(
+                f"no column {', '.join(map(repr, missing))} in "
+                f"{self.source.description}; columns: {', '.join(names)}"
+            )
         if target is not None and target in features:
             raise StreamError(f"target {target!r} is also listed in columns; drop it from columns")
         if not features:
@@ -95,15 +109,19 @@ class TableStream(IterableDataset):
 
         self.row_bytes = 4 * len(features) + (8 if target is not None else 0)
         if self.shuffle and self.buffer_bytes < self.row_bytes:
-            raise StreamError(f"shuffle_buffer of {self.buffer_bytes} bytes holds no row (one row "
-                              f"takes {self.row_bytes} bytes); give at least {self.row_bytes}")
+            raise StreamError(
+                f"shuffle_buffer of {self.buffer_bytes} bytes holds no row (one row "
+                f"takes {self.row_bytes} bytes); give at least {self.row_bytes}"
+            )
         if block_rows is None:
-            block_bytes = (self.buffer_bytes // _BLOCKS_PER_WINDOW if self.shuffle
-                           else _UNSHUFFLED_BLOCK_BYTES)
+            block_bytes = (
+                self.buffer_bytes // _BLOCKS_PER_WINDOW if self.shuffle else _UNSHUFFLED_BLOCK_BYTES
+            )
             block_rows = max(1, block_bytes // self.row_bytes)
         self.rows_per_block = int(block_rows)
-        self.rows_per_window = (max(1, self.buffer_bytes // self.row_bytes) if self.shuffle
-                                else self.rows_per_block)
+        self.rows_per_window = (
+            max(1, self.buffer_bytes // self.row_bytes) if self.shuffle else self.rows_per_block
+        )
         self.block_rows = self.source.block_rows(self.rows_per_block)
         self.num_rows = int(self.block_rows.sum())
 
@@ -153,8 +171,10 @@ class TableStream(IterableDataset):
         try:
             return sorted(seen)
         except TypeError as exc:
-            raise StreamError(f"target {self.target!r} mixes value types; pass classes=[...] "
-                              "in the order you want them coded") from exc
+            raise StreamError(
+                f"target {self.target!r} mixes value types; pass classes=[...] "
+                "in the order you want them coded"
+            ) from exc
 
     def _iter_target_column(self, text_type: pa.DataType) -> Iterator[pa.Array]:
         for block in range(len(self.block_rows)):
@@ -171,8 +191,10 @@ class TableStream(IterableDataset):
         if self.target_kind == "label":
             return np.arange(len(self.labels), dtype=np.int64)
         if self.target_kind != "int":
-            raise StreamError(f"target {self.target!r} is not integer classes; pass classes= "
-                              "or use a regression metric")
+            raise StreamError(
+                f"target {self.target!r} is not integer classes; pass classes= "
+                "or use a regression metric"
+            )
         if self._int_classes is None:
             found: set[int] = set()
             for values in self._iter_target_column(pa.int64()):
@@ -198,31 +220,49 @@ class TableStream(IterableDataset):
                 codes = pc.index_in(column.cast(wanted.type), value_set=wanted)
                 if codes.null_count:
                     unknown = pc.filter(column, pc.is_null(codes)).to_pylist()[:3]
-                    raise StreamError(f"target values {unknown} are not in classes; add them "
-                                      "to classes=[...] or leave classes out to scan for them")
+                    raise StreamError(
+                        f"target values {unknown} are not in classes; add them "
+                        "to classes=[...] or leave classes out to scan for them"
+                    )
                 return codes.to_numpy().astype(np.int64)
             if self.target_kind == "int":
                 values = pc.cast(column, pa.int64())
                 if values.null_count:
-                    raise StreamError(f"target {self.target!r} has missing values; drop those "
-                                      "rows or fill them before streaming")
+                    raise StreamError(
+                        f"target {self.target!r} has missing values; drop those "
+                        "rows or fill them before streaming"
+                    )
                 return values.to_numpy()
             return pc.cast(column, pa.float32(), safe=False).to_numpy()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise StreamError(f"target {self.target!r} cannot be read as {self.target_kind} "
-                              f"({exc}); pass classes=[...] to code it") from exc
+            raise StreamError(
+                f"target {self.target!r} cannot be read as {self.target_kind} "
+                f"({exc}); pass classes=[...] to code it"
+            ) from exc
 
     # -- state -------------------------------------------------------------------------------
 
     def _fingerprint(self) -> dict[str, Any]:
-        return {"source": self.source.description, "rows": self.num_rows,
-                "blocks": len(self.block_rows), "rows_per_window": self.rows_per_window,
-                "batch_size": self.batch_size, "seed": self.seed, "shuffle": self.shuffle,
-                "features": list(self.feature_names), "target": self.target}
+        return {
+            "source": self.source.description,
+            "rows": self.num_rows,
+            "blocks": len(self.block_rows),
+            "rows_per_window": self.rows_per_window,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "features": list(self.feature_names),
+            "target": self.target,
+        }
 
     def _state(self, epoch: int, batches: int, num_workers: int) -> dict[str, Any]:
-        return {"version": _STATE_VERSION, "epoch": int(epoch), "batches": int(batches),
-                "workers": max(1, int(num_workers)), **self._fingerprint()}
+        return {
+            "version": _STATE_VERSION,
+            "epoch": int(epoch),
+            "batches": int(batches),
+            "workers": max(1, int(num_workers)),
+            **self._fingerprint(),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Where direct iteration (no DataLoader workers) stands: plain ints and strings."""
@@ -233,9 +273,11 @@ class TableStream(IterableDataset):
         expected = self._fingerprint()
         changed = [k for k, v in expected.items() if state.get(k) != v]
         if state.get("version") != _STATE_VERSION or changed:
-            raise StreamError("saved stream position does not match this stream (differs in "
-                              f"{', '.join(changed) or 'version'}); build the stream with the "
-                              "same file and settings, or start from the beginning")
+            raise StreamError(
+                "saved stream position does not match this stream (differs in "
+                f"{', '.join(changed) or 'version'}); build the stream with the "
+                "same file and settings, or start from the beginning"
+            )
         self.epoch = int(state["epoch"])
         self._batches_done = int(state["batches"])
         self._resume_layout = int(state["workers"])
@@ -256,15 +298,19 @@ class TableStream(IterableDataset):
 
     def _worker_rows(self, layout: int) -> list[int]:
         blocks = order.block_order(len(self.block_rows), self.seed, self.epoch, self.shuffle)
-        return [int(self.block_rows[order.worker_blocks(blocks, w, layout)].sum())
-                for w in range(layout)]
+        return [
+            int(self.block_rows[order.worker_blocks(blocks, w, layout)].sum())
+            for w in range(layout)
+        ]
 
     def _start(self, layout: int) -> tuple[int, int]:
         """(epoch, batches already handed out) for a pass with `layout` workers."""
         skip = self._batches_done
         if self._resume_layout is not None and skip and self._resume_layout != layout:
-            raise StreamError(f"this position was saved with {self._resume_layout} worker(s); "
-                              f"resume with num_workers={self._resume_layout} (0 and 1 agree)")
+            raise StreamError(
+                f"this position was saved with {self._resume_layout} worker(s); "
+                f"resume with num_workers={self._resume_layout} (0 and 1 agree)"
+            )
         return self.epoch, skip
 
     def _end_pass(self, epoch: int) -> None:
@@ -278,8 +324,12 @@ class TableStream(IterableDataset):
         if info is None:
             self._resume_layout = None
         taken, next_worker = order.batches_taken(
-            [order.batch_count(r, self.batch_size, self.drop_last)
-             for r in self._worker_rows(layout)], skip)
+            [
+                order.batch_count(r, self.batch_size, self.drop_last)
+                for r in self._worker_rows(layout)
+            ],
+            skip,
+        )
         role = (worker_id + next_worker) % layout
         batches = self._generate(epoch, role, layout, taken[role] * self.batch_size)
         return self._count(batches, epoch) if info is None else batches
@@ -293,7 +343,9 @@ class TableStream(IterableDataset):
     def _generate(self, epoch: int, worker_id: int, layout: int, skip_rows: int) -> Iterator[Any]:
         blocks = order.worker_blocks(
             order.block_order(len(self.block_rows), self.seed, epoch, self.shuffle),
-            worker_id, layout)
+            worker_id,
+            layout,
+        )
         rows = self.block_rows[blocks]
         carry: list[tuple[np.ndarray, np.ndarray | None]] = []
         carried = 0
@@ -303,12 +355,16 @@ class TableStream(IterableDataset):
                 skip_rows -= window_rows
                 continue
             features, target = self._load_window(blocks[positions], window_rows)
-            picks = (order.row_permutation(window_rows, self.seed, epoch, layout, worker_id,
-                                           window_index) if self.shuffle
-                     else np.arange(window_rows))
+            picks = (
+                order.row_permutation(
+                    window_rows, self.seed, epoch, layout, worker_id, window_index
+                )
+                if self.shuffle
+                else np.arange(window_rows)
+            )
             start, skip_rows = skip_rows, 0
             while start < window_rows:
-                take = picks[start:start + self.batch_size - carried]
+                take = picks[start : start + self.batch_size - carried]
                 start += len(take)
                 carry.append((features[take], None if target is None else target[take]))
                 carried += len(take)
@@ -319,8 +375,9 @@ class TableStream(IterableDataset):
         if carry and not self.drop_last:
             yield self._batch(carry)
 
-    def _load_window(self, blocks: np.ndarray, window_rows: int
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _load_window(
+        self, blocks: np.ndarray, window_rows: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         features = np.empty((window_rows, len(self.feature_names)), dtype=np.float32)
         target = None
         if self.target is not None:
@@ -337,14 +394,16 @@ class TableStream(IterableDataset):
                 if offset + n > window_rows:
                     break
                 for j, name in enumerate(self.feature_names):
-                    features[offset:offset + n, j] = _to_float32(piece.column(name), name)
+                    features[offset : offset + n, j] = _to_float32(piece.column(name), name)
                 if target is not None:
-                    target[offset:offset + n] = self._target_values(piece.column(self.target))
+                    target[offset : offset + n] = self._target_values(piece.column(self.target))
                 offset += n
             if offset - block_start != self.block_rows[block]:
-                raise StreamError(f"{self.source.description}: block {block} has "
-                                  f"{offset - block_start} rows, expected {self.block_rows[block]}; "
-                                  "the file changed since the stream was opened, reopen it")
+                raise StreamError(
+                    f"{self.source.description}: block {block} has "
+                    f"{offset - block_start} rows, expected {self.block_rows[block]}; "
+                    "the file changed since the stream was opened, reopen it"
+                )
         return features, target
 
     def _batch(self, parts: list[tuple[np.ndarray, np.ndarray | None]]) -> Any:
@@ -356,9 +415,11 @@ class TableStream(IterableDataset):
         return x, torch.from_numpy(target)
 
     def __repr__(self) -> str:
-        return (f"TableStream({self.source.description!r}, rows={self.num_rows}, "
-                f"batch_size={self.batch_size}, features={len(self.feature_names)}, "
-                f"target={self.target!r}, shuffle_buffer={self.buffer_bytes})")
+        return (
+            f"TableStream({self.source.description!r}, rows={self.num_rows}, "
+            f"batch_size={self.batch_size}, features={len(self.feature_names)}, "
+            f"target={self.target!r}, shuffle_buffer={self.buffer_bytes})"
+        )
 
 
 class StreamLoader:
@@ -370,12 +431,20 @@ class StreamLoader:
     """
 
     def __init__(self, stream: TableStream, num_workers: int = 0, **dataloader_kwargs: Any):
-        for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "persistent_workers",
-                    "in_order"):
+        for key in (
+            "batch_size",
+            "shuffle",
+            "sampler",
+            "batch_sampler",
+            "persistent_workers",
+            "in_order",
+        ):
             if key in dataloader_kwargs:
-                raise StreamError(f"{key}= is set by the stream; set it on TableStream instead"
-                                  if key != "in_order" and key != "persistent_workers" else
-                                  f"{key}= would break exact resume; leave it out")
+                raise StreamError(
+                    f"{key}= is set by the stream; set it on TableStream instead"
+                    if key != "in_order" and key != "persistent_workers"
+                    else f"{key}= would break exact resume; leave it out"
+                )
         self.stream = stream
         self.num_workers = int(num_workers)
         self.dataloader_kwargs = dataloader_kwargs
@@ -385,8 +454,9 @@ class StreamLoader:
     def __iter__(self) -> Iterator[Any]:
         stream = self.stream
         epoch, start = stream._start(max(1, self.num_workers))
-        loader = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                            **self.dataloader_kwargs)
+        loader = DataLoader(
+            stream, batch_size=None, num_workers=self.num_workers, **self.dataloader_kwargs
+        )
         iterator = iter(loader)  # workers now hold their copy of the position
         stream._resume_layout = None
         self._epoch, self._batches = epoch, start
@@ -429,6 +499,8 @@ def _to_float32(column: pa.Array | pa.ChunkedArray, name: str) -> np.ndarray:
         # safe=False: features are float32 by contract, so large ints round like any cast.
         values = pc.cast(column, pa.float32(), safe=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise StreamError(f"column {name!r} is not numeric ({column.type}); encode it as numbers "
-                          "first or leave it out of columns") from exc
+        raise StreamError(
+            f"column {name!r} is not numeric ({column.type}); encode it as numbers "
+            "first or leave it out of columns"
+        ) from exc
     return values.to_numpy(zero_copy_only=False)
