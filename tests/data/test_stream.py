@@ -246,3 +246,8 @@ def test_turn_order_replay_matches_a_dataloader():
     assert batches_taken([3, 1, 2], 4) == ([2, 1, 1], 1)
     assert batches_taken([3, 1, 2], 5) == ([2, 1, 2], 0)
     assert batches_taken([3, 1, 2], 6) == ([3, 1, 2], 1)
+
+
+def test_a_loader_refuses_settings_that_belong_to_the_stream(files):
+    with pytest.raises(StreamError, match="batch_size, shuffle cannot be set"):
+        _open(files["parquet"]).loader(batch_size=4, shuffle=True)

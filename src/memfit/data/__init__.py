@@ -16,7 +16,9 @@ _EXPORTS = {
     "convert": "memfit.data.convert",
     "ConvertResult": "memfit.data.convert",
     "TableStream": "memfit.data.stream",
+    "StreamLoader": "memfit.data.stream",
     "learn_online": "memfit.data.online",
+    "OnlineResult": "memfit.data.online",
     "ImageFolder": "memfit.data.datasets",
     "ArrayStore": "memfit.data.datasets",
 }

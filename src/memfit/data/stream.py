@@ -431,20 +431,21 @@ class StreamLoader:
     """
 
     def __init__(self, stream: TableStream, num_workers: int = 0, **dataloader_kwargs: Any):
-        for key in (
+        # Batching and order belong to the stream; persistent workers would keep an old
+        # epoch's copy of it, and out-of-order delivery would break the resume replay.
+        refused = {
             "batch_size",
             "shuffle",
             "sampler",
             "batch_sampler",
             "persistent_workers",
             "in_order",
-        ):
-            if key in dataloader_kwargs:
-                raise StreamError(
-                    f"{key}= is set by the stream; set it on TableStream instead"
-                    if key != "in_order" and key != "persistent_workers"
-                    else f"{key}= would break exact resume; leave it out"
-                )
+        } & set(dataloader_kwargs)
+        if refused:
+            raise StreamError(
+                f"{', '.join(sorted(refused))} cannot be set on a stream loader; "
+                "set batch_size and shuffle_buffer on the TableStream instead"
+            )
         self.stream = stream
         self.num_workers = int(num_workers)
         self.dataloader_kwargs = dataloader_kwargs
