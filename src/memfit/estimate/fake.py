@@ -8,6 +8,8 @@ same one `profile` uses, so an estimate and a measurement count the same things.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch._subclasses.fake_tensor import (
     DataDependentOutputException,
@@ -22,6 +24,7 @@ from memfit.measure.profile import _check_precision, module_rows, run_tracked_st
 from memfit.measure.tracker import TrackerResult
 from memfit.memory_profile import MemoryProfile
 from memfit.optim import OPTIMIZERS, make_optimizer
+from memfit.techniques.accumulation import prefill_gradients
 from memfit.workload import Workload, load_workload
 
 _FAKE_FAILURES = (DataDependentOutputException, DynamicOutputShapeException,
@@ -35,8 +38,14 @@ def estimate(
     *,
     precision: str = "fp32",
     device: str = "cpu",
+    prepare: Callable[[torch.nn.Module], object] | None = None,
+    gradients_present: bool = False,
 ) -> MemoryProfile:
     """Estimate one training step without allocating it (`method="estimated"`).
+
+    `prepare(model)` changes the fake model before the step (a plan's checkpointing);
+    `gradients_present` starts the step with every gradient allocated, as in the last
+    micro-batch of an accumulated step.
 
         >>> from memfit import zoo
         >>> e = estimate(zoo.get("llama-7b"), batch_size=1)
@@ -57,8 +66,12 @@ def estimate(
             with torch.device(device):
                 model = workload.build_model()
             model.train()
+            if prepare is not None:
+                prepare(model)
             opt = make_optimizer(run_optimizer, model.parameters())
             _create_optimizer_state(model, opt)
+            if gradients_present:
+                prefill_gradients(model)
             batch = workload.make_batch(batch_size, device)
             result, _ = run_tracked_step(workload, model, opt, batch, precision=precision,
                                          device=device)

@@ -1,0 +1,175 @@
+"""How long a training step takes, and how techniques change it, from measurements here.
+
+The planner needs time costs without trial runs of every plan. The model:
+
+    step(plan) = A * fixed + compute(batch) * precision_slowdown + recompute + optimizer_step
+
+- `fixed` and the per-sample `compute` slope come from timing real forward+backward
+  passes at two small batch sizes (a few tenths of a second); per-unit forward
+  times come from hooks in the same runs. A model too big to run here falls back
+  to FLOPs counted on fake tensors divided by a measured matmul throughput.
+- `A` is the number of micro-batches, `recompute` the checkpointed units' forward time,
+- `precision_slowdown` is timed on this device (`techniques.precision.measured_slowdown`),
+- the optimizer step is timed on a slice of parameters and scaled.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import psutil
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from memfit.measure.step import training_step
+from memfit.optim import make_optimizer
+from memfit.workload import Workload
+
+PROBE_BATCHES = (1, 4)
+
+
+@dataclass
+class StepTimeModel:
+    """Seconds for parts of a step, from which any plan's step time is predicted."""
+
+    fixed_s: float
+    """Per forward+backward pass, whatever the batch (interpreter, kernel launches)."""
+    per_sample_s: float
+    """Forward+backward time per sample."""
+    optimizer_s: float
+    """One optimizer step with fp32 Adam state."""
+    unit_forward_per_sample_s: dict[str, float] = field(default_factory=dict)
+    """Forward time per sample of each candidate unit for checkpointing."""
+    source: str = "measured"
+    """`measured` (real passes timed here) or `flops` (counted on fake tensors)."""
+
+    def forward_backward_s(self, batch: int, micro: int) -> float:
+        steps = -(-batch // micro)
+        return steps * self.fixed_s + batch * self.per_sample_s
+
+    def recompute_s(self, units: list[str], batch: int, segment_fraction: float = 1.0) -> float:
+        return batch * segment_fraction * sum(self.unit_forward_per_sample_s.get(u, 0.0)
+                                              for u in units)
+
+
+def build_time_model(workload: Workload, units: list[str], device: str = "cpu",
+                     optimizer: str = "adam", peak_bytes_at_probe: int | None = None
+                     ) -> StepTimeModel:
+    """Time real passes when the model fits easily here; otherwise count FLOPs."""
+    available = psutil.virtual_memory().available
+    runnable = peak_bytes_at_probe is not None and peak_bytes_at_probe < 0.25 * available
+    if runnable:
+        return _measured_model(workload, units, device, optimizer)
+    return _flop_model(workload, units, device)
+
+
+def _measured_model(workload: Workload, units: list[str], device: str, optimizer: str
+                    ) -> StepTimeModel:
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = workload.build_model()
+    model.train()
+    opt = make_optimizer(optimizer, model.parameters())
+    modules = dict(model.named_modules())
+    unit_time: dict[str, float] = {}
+    starts: dict[str, float] = {}
+    handles = []
+    for name in units:
+        def pre(_m, _a, _n=name):
+            starts[_n] = time.perf_counter()
+
+        def post(_m, _a, _o, _n=name):
+            unit_time[_n] = unit_time.get(_n, 0.0) + time.perf_counter() - starts.pop(_n, 0.0)
+
+        handles += [modules[name].register_forward_pre_hook(pre),
+                    modules[name].register_forward_hook(post)]
+    times = {}
+    opt_s = 0.0
+    try:
+        training_step(workload, model, opt, workload.make_batch(PROBE_BATCHES[0], device))
+        for b in PROBE_BATCHES:
+            best = float("inf")
+            for _ in range(3):
+                batch = workload.make_batch(b, device)
+                unit_time.clear()
+                start = time.perf_counter()
+                loss = workload.loss(model, batch)
+                loss.backward()
+                _sync(device)
+                elapsed = time.perf_counter() - start
+                if elapsed < best:
+                    best, unit_at_b = elapsed, dict(unit_time)
+                start = time.perf_counter()
+                opt.step()
+                _sync(device)
+                opt_s = time.perf_counter() - start
+                opt.zero_grad(set_to_none=True)
+            times[b] = (best, unit_at_b)
+    finally:
+        for h in handles:
+            h.remove()
+    (b1, (t1, _)), (b2, (t2, units2)) = sorted(times.items())
+    slope = max((t2 - t1) / (b2 - b1), 1e-9)
+    fixed = max(t1 - slope * b1, 0.0)
+    return StepTimeModel(fixed_s=fixed, per_sample_s=slope, optimizer_s=opt_s,
+                         unit_forward_per_sample_s={u: t / b2 for u, t in units2.items()},
+                         source="measured")
+
+
+def _flop_model(workload: Workload, units: list[str], device: str) -> StepTimeModel:
+    batch = PROBE_BATCHES[-1]
+    with FakeTensorMode():
+        torch.manual_seed(0)
+        model = workload.build_model()
+        root = type(model).__name__
+        params = sum(p.numel() for p in model.parameters())
+        with FlopCounterMode(display=False) as counter:
+            loss = workload.loss(model, workload.make_batch(batch, device))
+            loss.backward()
+    counts = counter.get_flop_counts()
+    throughput = matmul_flops_per_s(device)
+    total = counter.get_total_flops()
+    unit_s = {}
+    for name in units:
+        flops = sum(counts.get(f"{root}.{name}", {}).values())
+        unit_s[name] = flops / 3 / throughput / batch  # forward is about a third of fwd+bwd
+    # Adam touches ~16 bytes per parameter several times; memory bandwidth bound.
+    optimizer_s = params * adam_seconds_per_parameter(device)
+    return StepTimeModel(fixed_s=0.0, per_sample_s=total / throughput / batch,
+                         optimizer_s=optimizer_s, unit_forward_per_sample_s=unit_s,
+                         source="flops")
+
+
+@functools.lru_cache(maxsize=4)
+def matmul_flops_per_s(device: str = "cpu", size: int = 512) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    _sync(device)
+    return 10 * 2 * size**3 / (time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=4)
+def adam_seconds_per_parameter(device: str = "cpu", numel: int = 1 << 20) -> float:
+    param = torch.nn.Parameter(torch.randn(numel, device=device))
+    opt = torch.optim.Adam([param])
+    param.grad = torch.randn_like(param)
+    opt.step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(3):
+        opt.step()
+    _sync(device)
+    return (time.perf_counter() - start) / 3 / numel
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()

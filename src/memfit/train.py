@@ -1,0 +1,268 @@
+"""Train under a plan: `PlannedStep` runs one effective-batch update, `fit` is the whole loop."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from memfit.budget import Budget, format_bytes
+from memfit.errors import PlanError
+from memfit.measure.step import batch_tensors
+from memfit.measure.tracker import MemoryTracker
+from memfit.techniques import checkpointing as ckpt
+from memfit.techniques import lowbit
+from memfit.techniques.accumulation import batch_size_of, split_batch
+from memfit.techniques.precision import autocast, grad_scaler
+from memfit.workload import Workload, call_model, load_workload
+
+
+class PlannedStep:
+    """One optimizer update over a batch, as the plan says: micro-batches, autocast, etc.
+
+    `step(batch)` takes `(inputs, targets)`, returns the batch's mean loss as a float.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_fn: Callable[[Any, Any], torch.Tensor], micro_batch_size: int | None,
+                 precision: str = "fp32", device: str = "cpu"):
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.micro_batch_size = micro_batch_size
+        self.precision = precision
+        self.device = device
+        self.scaler = grad_scaler(precision, device)
+        self.on_phase: Callable[[str], None] | None = None
+
+    @classmethod
+    def build(cls, plan, model: nn.Module, optimizer: torch.optim.Optimizer,
+              loss_fn: Callable[[Any, Any], torch.Tensor]) -> PlannedStep:
+        s = plan.settings
+        # Checkpointing first: it changes module forwards, which later wrappers do not touch.
+        if s.checkpoint_segments:
+            for name in s.checkpointed:
+                ckpt.checkpoint_segments(model, name, s.checkpoint_segments)
+        elif s.checkpointed:
+            ckpt.checkpoint_modules(model, s.checkpointed)
+        if s.optimizer_state in ("8bit", "4bit"):
+            optimizer = lowbit.apply(optimizer, s.optimizer_state)
+        elif s.optimizer_state == "offload":
+            from memfit.techniques import offload
+
+            state_dir = tempfile.mkdtemp(prefix="memfit-offload-", dir=plan.state_dir)
+            optimizer = offload.apply(optimizer, offload.OffloadConfig(state_dir=state_dir))
+        micro = s.micro_batch_size if s.accumulation_steps > 1 else None
+        return cls(model, optimizer, loss_fn, micro, s.precision, plan.device)
+
+    def __call__(self, batch) -> float:
+        mark = self.on_phase or (lambda _p: None)
+        total = batch_size_of(batch)
+        pieces = split_batch(batch, self.micro_batch_size) if self.micro_batch_size else \
+            [(batch, total)]
+        loss_sum = 0.0
+        for piece, size in pieces:
+            inputs, targets = piece
+            mark("forward")
+            with autocast(self.precision, self.device):
+                # Weight each micro-batch by its share: for a loss that averages over the
+                # batch, the accumulated gradient is then the full batch's gradient.
+                loss = self.loss_fn(call_model(self.model, inputs), targets) * (size / total)
+            mark("backward")
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += float(loss.detach())
+            del loss
+        mark("optimizer_step")
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        mark("zero_grad")
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum
+
+    def measure(self, batch) -> tuple[float, int]:
+        """Run one update under the tracker: (loss, peak live tensor bytes)."""
+        tracker = MemoryTracker(keep_timeline=False)
+        tracker.register_model(self.model)
+        tracker.register(_optimizer_tensors(self.optimizer), "optimizer")
+        tracker.register(batch_tensors(batch), "other")
+
+        def on_phase(phase: str) -> None:
+            tracker.phase = phase
+
+        self.on_phase = on_phase
+        try:
+            with tracker.track(self.model):
+                loss = self(batch)
+        finally:
+            self.on_phase = None
+        return loss, tracker.result().peak_bytes
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer):
+    for state in getattr(optimizer, "state", {}).values():
+        if isinstance(state, dict):
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    yield value
+
+
+@dataclass
+class FitResult:
+    """What training under a plan did: the plan, the loss curve, and the measured peak."""
+
+    plan: Any
+    model: nn.Module
+    losses: list[float] = field(default_factory=list)
+    epochs: int = 0
+    seconds: float = 0.0
+    samples: int = 0
+    measured_peak_bytes: int = 0
+    """Highest live tensor bytes over the tracked updates (the first of each epoch)."""
+
+    @property
+    def within_budget(self) -> bool:
+        return self.measured_peak_bytes <= self.plan.usable_bytes
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+
+def fit(
+    workload_or_model: Workload | str | nn.Module,
+    data,
+    *,
+    budget: Budget | str,
+    epochs: int = 1,
+    batch_size: int | None = None,
+    optimizer: str = "adam",
+    lr: float | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    exact: bool = False,
+    device: str = "cpu",
+    reserve_bytes: int | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> FitResult:
+    """Plan for `budget`, apply the plan, and train for `epochs` on `data`.
+
+    `data` is `(x, y)` tensors (batched and shuffled here) or any iterable of
+    `(inputs, targets)` batches, such as a DataLoader.
+    """
+    from memfit.optim import make_optimizer
+    from memfit.plan import plan as make_plan
+
+    torch.manual_seed(seed)
+    workload, model = _workload_and_model(workload_or_model, data, loss_fn, batch_size)
+    batch_size = batch_size or workload.default_batch_size
+    the_plan = make_plan(workload, budget, batch_size, exact, optimizer=optimizer, device=device,
+                         reserve_bytes=reserve_bytes)
+    if not the_plan.fits:
+        raise PlanError(
+            f"no plan fits {the_plan.budget}: smallest peak "
+            f"{format_bytes(the_plan.predicted_peak_bytes)} against "
+            f"{format_bytes(the_plan.usable_bytes)} usable; {the_plan.notes[-1]}")
+    model.to(device).train()
+    step = the_plan.apply(model, make_optimizer(optimizer, model.parameters(), lr),
+                          loss_fn or workload.loss_fn)
+    result = FitResult(plan=the_plan, model=model)
+    start = time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task("training", total=None) if bar else None
+        for epoch in range(epochs):
+            for i, batch in enumerate(_batches(data, batch_size, seed + epoch, device)):
+                if i == 0:
+                    loss, peak = step.measure(batch)
+                    result.measured_peak_bytes = max(result.measured_peak_bytes, peak)
+                else:
+                    loss = step(batch)
+                result.losses.append(loss)
+                result.samples += batch_size_of(batch)
+                if bar:
+                    rate = result.samples / (time.perf_counter() - start)
+                    bar.update(task, advance=1, description=(
+                        f"epoch {epoch + 1}/{epochs} loss {loss:.4f} · {rate:,.0f} samples/s · "
+                        f"peak {format_bytes(result.measured_peak_bytes)} of "
+                        f"{format_bytes(the_plan.usable_bytes)}"))
+            result.epochs = epoch + 1
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _progress(enabled: bool):
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), transient=False)
+
+
+def _batches(data, batch_size: int, seed: int, device: str) -> Iterable:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data):
+        x, y = data
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            yield x[idx].to(device), y[idx].to(device)
+        return
+    for batch in data:
+        yield batch
+
+
+def _workload_and_model(workload_or_model, data, loss_fn, batch_size):
+    if isinstance(workload_or_model, nn.Module):
+        model = workload_or_model
+        if loss_fn is None:
+            raise PlanError("fit(model, ...) needs loss_fn=...; or pass a memfit.Workload")
+        workload = workload_like_data(model, data, loss_fn, batch_size or 32)
+        return workload, model
+    workload = load_workload(workload_or_model)
+    return workload, workload.build_model()
+
+
+def workload_like_data(model: nn.Module, data, loss_fn, batch_size: int) -> Workload:
+    """A Workload whose batches look like `data`'s (shapes, dtypes, value ranges)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data):
+        sample = data
+    else:
+        sample = next(iter(data))
+    x, y = sample
+    x_high = int(x.max()) + 1 if not x.is_floating_point() else None
+    y_high = int(y.max()) + 1 if y is not None and not y.is_floating_point() else None
+
+    def like(t: torch.Tensor, b: int, device, high):
+        shape = (b, *t.shape[1:])
+        if t.is_floating_point():
+            return torch.randn(shape, dtype=t.dtype, device=device)
+        return torch.randint(0, max(high or 2, 1), shape, dtype=t.dtype, device=device)
+
+    return Workload(
+        name=type(model).__name__,
+        build_model=lambda: _fresh_copy(model),
+        make_batch=lambda b, device="cpu": (like(x, b, device, x_high),
+                                            like(y, b, device, y_high) if y is not None else None),
+        loss_fn=loss_fn,
+        default_batch_size=batch_size,
+    )
+
+
+def _fresh_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    # A structural copy for fake-tensor planning: under FakeTensorMode deepcopy makes fake
+    # parameters of the same shapes without touching the real ones.
+    return copy.deepcopy(model)
