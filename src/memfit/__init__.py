@@ -22,10 +22,14 @@ _EXPORTS = {
     "MemoryProfile": "memfit.memory_profile",
     "ModuleRow": "memfit.memory_profile",
     "profile": "memfit.measure.profile",
-    "estimate": "memfit.estimate",
-    "max_batch_size": "memfit.estimate",
-    "FitVerdict": "memfit.estimate",
-    "BatchSizeFit": "memfit.estimate",
+    "estimate": "memfit.estimator",
+    "max_batch_size": "memfit.estimator",
+    "FitVerdict": "memfit.estimator",
+    "BatchSizeFit": "memfit.estimator",
+    "plan": "memfit.planner",
+    "Plan": "memfit.planner",
+    "fit": "memfit.train",
+    "FitResult": "memfit.train",
     "MemoryTracker": "memfit.measure.tracker",
     "make_optimizer": "memfit.optim",
 }
@@ -36,10 +40,14 @@ __all__ = sorted([*_EXPORTS, *_MODULES])
 
 def __getattr__(name: str) -> Any:
     if name in _MODULES:
-        return importlib.import_module(_MODULES[name])
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'memfit' has no attribute {name!r}")
+        value = importlib.import_module(_MODULES[name])
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'memfit' has no attribute {name!r}")
+    # Cache it: a later import of a submodule of the same name must not shadow the function.
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

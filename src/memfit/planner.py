@@ -24,8 +24,8 @@ from torch import nn
 
 from memfit.budget import Budget, format_bytes, smallest_preset_that_fits
 from memfit.errors import PlanError
-from memfit.estimate.fake import estimate
-from memfit.estimate.verdict import runtime_reserve
+from memfit.estimator.fake import estimate
+from memfit.estimator.verdict import runtime_reserve
 from memfit.memory_profile import MemoryProfile
 from memfit.techniques import checkpointing as ckpt
 from memfit.techniques import lowbit

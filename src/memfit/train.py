@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class PlannedStep:
         self.device = device
         self.scaler = grad_scaler(precision, device)
         self.on_phase: Callable[[str], None] | None = None
+        self.around_optimizer_step: Callable[[], Any] | None = None
 
     @classmethod
     def build(cls, plan, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -78,11 +80,12 @@ class PlannedStep:
             loss_sum += float(loss.detach())
             del loss
         mark("optimizer_step")
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        with (self.around_optimizer_step or nullcontext)():
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
         mark("zero_grad")
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum
@@ -98,11 +101,22 @@ class PlannedStep:
             tracker.phase = phase
 
         self.on_phase = on_phase
+        compiled_step = type(self.optimizer).__module__.startswith("torchao")
+        if compiled_step:
+            @contextmanager
+            def paused_step():
+                with tracker.paused():
+                    yield
+                # State created inside the compiled step was not seen: count it now.
+                tracker.register(_optimizer_tensors(self.optimizer), "optimizer")
+
+            self.around_optimizer_step = paused_step
         try:
             with tracker.track(self.model):
                 loss = self(batch)
         finally:
             self.on_phase = None
+            self.around_optimizer_step = None
         return loss, tracker.result().peak_bytes
 
 
@@ -158,7 +172,7 @@ def fit(
     `(inputs, targets)` batches, such as a DataLoader.
     """
     from memfit.optim import make_optimizer
-    from memfit.plan import plan as make_plan
+    from memfit.planner import plan as make_plan
 
     torch.manual_seed(seed)
     workload, model = _workload_and_model(workload_or_model, data, loss_fn, batch_size)
@@ -198,8 +212,6 @@ def fit(
 
 
 def _progress(enabled: bool):
-    from contextlib import nullcontext
-
     if not enabled:
         return nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \

@@ -6,8 +6,8 @@ from torch import nn
 
 from memfit import zoo
 from memfit.errors import EstimateError
-from memfit.estimate import estimate
-from memfit.estimate.lowbit import low_bit_state_bytes
+from memfit.estimator import estimate
+from memfit.estimator.lowbit import low_bit_state_bytes
 from memfit.measure.profile import profile
 from memfit.workload import Workload
 

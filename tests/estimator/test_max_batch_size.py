@@ -4,7 +4,7 @@ import pytest
 
 from memfit import zoo
 from memfit.budget import Budget
-from memfit.estimate import FitVerdict, max_batch_size
+from memfit.estimator import FitVerdict, max_batch_size
 from memfit.measure.profile import profile
 
 

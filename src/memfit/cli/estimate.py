@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from memfit.budget import Budget
-    from memfit.estimate import FitVerdict, estimate, max_batch_size
-    from memfit.estimate.verdict import runtime_reserve
+    from memfit.estimator import FitVerdict, estimate, max_batch_size
+    from memfit.estimator.verdict import runtime_reserve
 
     budget = Budget.parse(args.budget) if args.budget else None
     workload = resolve_workload(args)

@@ -1,7 +1,7 @@
 """Estimating training memory without allocating it."""
 
-from memfit.estimate.batch import BatchSizeFit, max_batch_size
-from memfit.estimate.fake import estimate
-from memfit.estimate.verdict import FitVerdict
+from memfit.estimator.batch import BatchSizeFit, max_batch_size
+from memfit.estimator.fake import estimate
+from memfit.estimator.verdict import FitVerdict
 
 __all__ = ["BatchSizeFit", "FitVerdict", "estimate", "max_batch_size"]

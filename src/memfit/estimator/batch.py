@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from memfit.budget import Budget
-from memfit.estimate.fake import estimate
-from memfit.estimate.verdict import runtime_reserve
+from memfit.estimator.fake import estimate
+from memfit.estimator.verdict import runtime_reserve
 from memfit.memory_profile import MemoryProfile
 from memfit.workload import Workload, load_workload
 

@@ -19,7 +19,7 @@ from torch._subclasses.fake_tensor import (
 )
 
 from memfit.errors import EstimateError, MemfitError
-from memfit.estimate.lowbit import LOW_BIT, low_bit_state_bytes
+from memfit.estimator.lowbit import LOW_BIT, low_bit_state_bytes
 from memfit.measure.profile import _check_precision, module_rows, run_tracked_step
 from memfit.measure.tracker import TrackerResult
 from memfit.memory_profile import MemoryProfile

@@ -195,6 +195,21 @@ class MemoryTracker:
             for handle in handles:
                 handle.remove()
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop seeing operations for a while; frees are still counted.
+
+        torch.compile refuses to run under a Python dispatch mode, so compiled code (torchao's
+        low-bit optimizer steps) runs paused; register what it created afterwards.
+        """
+        try:
+            from torch.utils._python_dispatch import _disable_current_modes
+        except ImportError:  # private helper gone: run unpaused and let torch say why
+            yield
+            return
+        with _disable_current_modes():
+            yield
+
     def _grad_ready(self, param: torch.Tensor) -> None:
         if param.grad is not None:
             self.relabel(param.grad, "gradients")

@@ -2,7 +2,7 @@
 
 Effect: Adam's two fp32 moments (8 bytes per parameter) become 8-bit or 4-bit codes
 with one fp32 scale per block; the byte count follows torchao's layout
-(`memfit.estimate.lowbit`). The state is alive through the whole step, so the
+(`memfit.estimator.lowbit`). The state is alive through the whole step, so the
 whole step's memory shifts by the difference and the peak stays where it was.
 
 Apply: the user's Adam/AdamW is replaced by torchao's AdamW8bit/AdamW4bit over
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from memfit.errors import MissingDependencyError, TechniqueError
-from memfit.estimate.lowbit import low_bit_state_bytes
+from memfit.estimator.lowbit import low_bit_state_bytes
 
 STATES = ("fp32", "8bit", "4bit")
 # Step-time factor of torchao's low-bit AdamW over torch's AdamW, measured on this
