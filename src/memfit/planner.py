@@ -78,7 +78,7 @@ class PlanSettings:
     def label(self) -> str:
         parts = [f"micro {self.micro_batch_size}x{self.accumulation_steps}"]
         if self.checkpoint_segments:
-            parts.append(f"ckpt {len(self.checkpointed)} seq/{self.checkpoint_segments} seg")
+            parts.append(f"ckpt {self.checkpoint_segments} segments")
         elif self.checkpointed:
             parts.append(f"ckpt {len(self.checkpointed)}")
         if self.precision != "fp32":

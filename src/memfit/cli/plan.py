@@ -1,14 +1,79 @@
-"""`memfit plan` (not yet available)."""
+"""`memfit plan MODEL --budget B`: what makes a training step fit, and proof with --verify."""
 
 from __future__ import annotations
 
-from memfit.errors import MemfitError
+from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._model_args import add_model_args, resolve_workload
+
+EXIT_OVER_BUDGET = 3
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("plan", help="(plan: not yet available)")
+    parser = sub.add_parser("plan", help="find the fastest techniques that make a step fit a budget")
+    add_model_args(parser, optimizers=("sgd", "adam", "adamw"))
+    parser.add_argument("--budget", required=True, help="a size (12GB, 16GiB) or a preset (colab)")
+    parser.add_argument("--exact", action="store_true",
+                        help="only techniques that keep training exact (no bf16, no low-bit state)")
+    parser.add_argument("--verify", action="store_true",
+                        help="apply the plan, run 3 real steps, report the measured peak "
+                             f"(exit {EXIT_OVER_BUDGET} if it exceeds the budget)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-offload", action="store_true", help="never offload state to disk")
+    parser.add_argument("--reserve", default=None,
+                        help="memory kept for the runtime itself (default 400MB on CPU, "
+                             "600MB on GPU)")
+    add_json_flag(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    raise MemfitError("memfit plan is not available in this version")
+    from memfit.budget import Budget
+    from memfit.planner import plan
+
+    if args.precision != "fp32":
+        from memfit.errors import PlanError
+
+        raise PlanError("the planner chooses the precision itself; drop --precision "
+                        "(use --exact to keep fp32)")
+    workload = resolve_workload(args)
+    reserve = None
+    if args.reserve is not None:
+        reserve = 0 if args.reserve.strip().upper() in ("0", "0B") else \
+            Budget.parse(args.reserve).bytes
+    the_plan = plan(workload, args.budget, args.batch_size, args.exact, optimizer=args.optimizer,
+                    device=args.device, reserve_bytes=reserve,
+                    allow_offload=not args.no_offload)
+    measured = None
+    if args.verify:
+        measured = verify(the_plan, workload, args.device)
+    if args.json:
+        data = the_plan.to_dict()
+        if measured is not None:
+            data["measured_peak_bytes"] = measured
+        print_json(data)
+    else:
+        from rich.console import Console
+
+        from memfit.report.plan_table import print_plan
+
+        print_plan(the_plan, Console(), measured)
+    if measured is not None and measured > the_plan.budget.bytes - the_plan.reserve_bytes:
+        return EXIT_OVER_BUDGET
+    return 0
+
+
+def verify(the_plan, workload, device: str, steps: int = 3) -> int:
+    """Apply the plan to a fresh model, run `steps` real updates, return the highest peak."""
+    import torch
+
+    from memfit.optim import make_optimizer
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = workload.build_model()
+    step = the_plan.apply(model, make_optimizer(the_plan.optimizer, model.parameters()))
+    peak = 0
+    for _ in range(steps):
+        _, step_peak = step.measure(workload.make_batch(the_plan.batch_size, device))
+        peak = max(peak, step_peak)
+    return peak
