@@ -1,8 +1,8 @@
-"""Stacked-bar charts of where memory goes, one bar per profile."""
+"""Stacked-bar charts of where memory goes: one bar per profile, or before and after a plan."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from memfit.memory_profile import CATEGORIES, MemoryProfile
@@ -35,7 +35,7 @@ def plot_profiles(
     for name in CATEGORIES:
         values = [p.categories.get(name, 0) / 1e6 for p in profiles]
         ax.bar(labels, values, bottom=bottoms, color=COLORS[name], label=name, width=0.6)
-        bottoms = [b + v for b, v in zip(bottoms, values)]
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     for x, total in enumerate(bottoms):
         ax.text(x, total, f"{total:,.1f} MB", ha="center", va="bottom", fontsize=9)
     if budget_bytes:
@@ -46,6 +46,51 @@ def plot_profiles(
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.margins(y=0.12)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_before_after(
+    bars: Sequence[tuple[str, Mapping[str, int]]],
+    path: str | Path,
+    budget_bytes: int | None = None,
+    title: str = "Training step memory: before and after the plan",
+) -> Path:
+    """Write a PNG with one stacked bar per `(label, categories)` pair, in MB.
+
+    Unlike `plot_profiles` the bars need not come from `MemoryProfile`s: the "after" bar
+    is usually a tracked run of the planned step, which has categories but no profile.
+    A ratio to the first bar is printed over every later bar, so the saving reads at once.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [label for label, _ in bars]
+    fig, ax = plt.subplots(figsize=(max(4.5, 2.4 * len(bars) + 2.5), 4.8))
+    bottoms = [0.0] * len(bars)
+    for name in CATEGORIES:
+        values = [cats.get(name, 0) / 1e6 for _, cats in bars]
+        ax.bar(labels, values, bottom=bottoms, color=COLORS[name], label=name, width=0.6)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    first = bottoms[0] if bottoms else 0.0
+    for x, total in enumerate(bottoms):
+        text = f"{total:,.2f} MB"
+        if x and total > 0:
+            text += f"\n({first / total:.1f}x less)"
+        ax.text(x, total, text, ha="center", va="bottom", fontsize=9)
+    if budget_bytes:
+        ax.axhline(budget_bytes / 1e6, color="black", linestyle="--", linewidth=1)
+        ax.text(len(bars) - 0.5, budget_bytes / 1e6, f" budget {budget_bytes / 1e6:,.2f} MB",
+                va="bottom", ha="right", fontsize=9)
+    ax.set_ylabel("MB of live tensors at the step's peak")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.margins(y=0.15)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
