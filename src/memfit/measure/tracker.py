@@ -69,7 +69,7 @@ class MemoryTracker:
         self._totals = dict.fromkeys(CATEGORIES, 0)
         self._total = 0
         self._seq = 0
-        self.phase = "forward"
+        self._phase = "forward"
         self._peak = 0
         self._peak_seq = -1
         self._peak_phase = "forward"
@@ -81,6 +81,17 @@ class MemoryTracker:
         self._keep_timeline = keep_timeline
         self._timeline: list[tuple[int, int]] = []
         self._start_bytes: int | None = None
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, phase: str) -> None:
+        # A phase that allocates nothing (an in-place optimizer step) still holds what is live.
+        self._phase = phase
+        if self._total > self._phase_peaks.get(phase, 0):
+            self._phase_peaks[phase] = self._total
 
     # ---- registering what exists before the step -------------------------------------------
     def register(self, tensors: Iterable[torch.Tensor], category: str) -> None:
