@@ -51,6 +51,8 @@ class PlanSettings:
     precision: str = "fp32"
     optimizer_state: str = "fp32"
     """`fp32` (the optimizer as it is), `8bit` or `4bit` Adam moments, or `offload` (on disk)."""
+    offload_resident_bytes: int | None = None
+    """With offload: the bound on the optimizer's resident memory during its step."""
 
     @property
     def accumulation_steps(self) -> int:
@@ -263,7 +265,12 @@ class _Search:
         elif settings.optimizer_state == "offload":
             from memfit.techniques import offload
 
-            eff = offload.effect(self.param_bytes, "adamw", bandwidth=self.bandwidth)
+            # Give the optimizer what the rest of the step leaves, within offload's own default.
+            room = self.usable - (peak - prof.categories["optimizer"])
+            settings.offload_resident_bytes = int(min(offload.DEFAULT_MAX_RESIDENT_BYTES,
+                                                      max(4 * 2**20, 0.9 * room)))
+            eff = offload.effect(self.param_bytes, "adamw", settings.offload_resident_bytes,
+                                 bandwidth=self.bandwidth)
             peak += eff.optimizer_resident_bytes - prof.categories["optimizer"]
             extra_opt_s = eff.extra_seconds_per_step
         step_s = self.step_time(settings) + extra_opt_s

@@ -58,7 +58,10 @@ class PlannedStep:
             from memfit.techniques import offload
 
             state_dir = tempfile.mkdtemp(prefix="memfit-offload-", dir=plan.state_dir)
-            optimizer = offload.apply(optimizer, offload.OffloadConfig(state_dir=state_dir))
+            config = offload.OffloadConfig(state_dir=state_dir)
+            if s.offload_resident_bytes:
+                config.max_resident_bytes = s.offload_resident_bytes
+            optimizer = offload.apply(optimizer, config)
         micro = s.micro_batch_size if s.accumulation_steps > 1 else None
         return cls(model, optimizer, loss_fn, micro, s.precision, plan.device)
 
@@ -273,8 +276,21 @@ def workload_like_data(model: nn.Module, data, loss_fn, batch_size: int) -> Work
 
 
 def _fresh_copy(model: nn.Module) -> nn.Module:
-    import copy
+    """The user's model for planning: under fake tensors, a copy whose tensors are fake.
 
-    # A structural copy for fake-tensor planning: under FakeTensorMode deepcopy makes fake
-    # parameters of the same shapes without touching the real ones.
-    return copy.deepcopy(model)
+    Only shapes are copied (no data), so planning a big model costs no second copy of it.
+    """
+    import copy
+    from itertools import chain
+
+    from torch._guards import detect_fake_mode
+
+    mode = detect_fake_mode()
+    if mode is None:
+        return copy.deepcopy(model)
+    memo: dict[int, Any] = {}
+    for tensor in chain(model.parameters(), model.buffers()):
+        fake = mode.from_tensor(tensor)
+        memo[id(tensor)] = nn.Parameter(fake, tensor.requires_grad) \
+            if isinstance(tensor, nn.Parameter) else fake
+    return copy.deepcopy(model, memo)
