@@ -120,6 +120,9 @@ class Plan:
     batch_size: int
     optimizer: str
     device: str
+    nodes: int
+    min_nodes: int | None
+    """When one rank cannot fit: the fewest ranks whose sharded model states would."""
     usable_bytes: int
     reserve_bytes: int
     baseline: Candidate
@@ -211,6 +214,9 @@ class Plan:
             "predicted_time_overhead": round(self.predicted_time_overhead, 4),
             "techniques": s.techniques,
             "exact": s.exact,
+            "offload_resident_bytes": s.offload_resident_bytes,
+            "nodes": self.nodes,
+            "min_nodes": self.min_nodes,
             "time_source": self.time_source,
             "notes": list(self.notes),
             "alternatives": [c.to_dict() for c in self.alternatives],
@@ -235,6 +241,8 @@ class _Search:
         self.params_meta = params_meta or []
         self._runs: dict[tuple, MemoryProfile] = {}
         self.considered: list[Candidate] = []
+        self.nodes = 1
+        self.block_bytes = 0
 
     def run(self, micro: int, precision: str, checkpointed: tuple[str, ...],
             segments: int | None) -> MemoryProfile:
@@ -257,10 +265,11 @@ class _Search:
         prof = self.run(settings.micro_batch_size, settings.precision,
                         tuple(settings.checkpointed), settings.checkpoint_segments)
         peak = prof.peak_bytes
+        optimizer_bytes = prof.categories["optimizer"]
         extra_opt_s = 0.0
         if settings.optimizer_state in ("8bit", "4bit"):
-            peak += lowbit.state_bytes(self.params_meta, settings.optimizer_state) \
-                - prof.categories["optimizer"]
+            optimizer_bytes = lowbit.state_bytes(self.params_meta, settings.optimizer_state)
+            peak += optimizer_bytes - prof.categories["optimizer"]
             extra_opt_s = (lowbit.LOW_BIT_STEP_SLOWDOWN - 1) * self.time_model.optimizer_s
         elif settings.optimizer_state == "offload":
             from memfit.techniques import offload
@@ -272,7 +281,13 @@ class _Search:
             eff = offload.effect(self.param_bytes, "adamw", settings.offload_resident_bytes,
                                  bandwidth=self.bandwidth)
             peak += eff.optimizer_resident_bytes - prof.categories["optimizer"]
+            optimizer_bytes = 0  # on disk: nothing left to shard
             extra_opt_s = eff.extra_seconds_per_step
+        if self.nodes > 1:
+            from memfit.estimator.sharded import sharding_saving
+
+            peak -= sharding_saving({**prof.categories, "optimizer": optimizer_bytes},
+                                    self.nodes, self.block_bytes)
         step_s = self.step_time(settings) + extra_opt_s
         overhead = step_s / self.base_time_s - 1 if self.time_model.source != "not needed" else 0.0
         cand = Candidate(settings, peak, step_s, overhead, peak <= self.usable, prof.peak_phase)
@@ -306,8 +321,12 @@ def plan(
     reserve_bytes: int | None = None,
     allow_offload: bool = True,
     state_dir: str | None = None,
+    nodes: int = 1,
 ) -> Plan:
     """Find the fastest combination of techniques whose predicted peak fits `budget`.
+
+    With `nodes` > 1 memory is per rank of a sharded (FSDP) run, `batch_size` is each
+    rank's batch, and the plan is applied with `memfit.distributed.shard` on every rank.
 
         >>> from memfit import zoo
         >>> p = plan(zoo.get("mlp", depth=4, width=256, inputs=256), "40MB", batch_size=2048,
@@ -334,8 +353,15 @@ def plan(
         time_model = build_time_model(workload, units, device, optimizer, probe.peak_bytes)
     base_time = max(time_model.forward_backward_s(batch, batch) + time_model.optimizer_s, 1e-9)
     notes: list[str] = []
+    if nodes < 1:
+        raise PlanError("nodes must be at least 1")
     search = _Search(workload, batch, optimizer, device, usable, time_model, base_time,
                      None, base.categories["parameters"], params_meta)
+    if nodes > 1:
+        from memfit.estimator.sharded import largest_block_parameter_bytes
+
+        search.nodes = nodes
+        search.block_bytes = largest_block_parameter_bytes(base, units)
     baseline = search.candidate(PlanSettings(batch_size=batch, micro_batch_size=batch))
 
     chosen = baseline if baseline.fits else None
@@ -355,7 +381,9 @@ def plan(
     notes += _notes(workload, base, chosen, fits, usable, budget, reserve, time_model, device,
                     exact, search)
     return Plan(workload=workload.name, budget=budget, batch_size=batch, optimizer=optimizer,
-                device=device, usable_bytes=usable, reserve_bytes=reserve, baseline=baseline,
+                device=device, nodes=nodes, min_nodes=None if fits and nodes == 1 else
+                _ranks_needed(base, usable),
+                usable_bytes=usable, reserve_bytes=reserve, baseline=baseline,
                 chosen=chosen, alternatives=[c for c in search.considered if c is not chosen],
                 notes=notes, time_source=time_model.source, state_dir=state_dir,
                 _workload=workload)

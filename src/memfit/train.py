@@ -217,8 +217,7 @@ def fit(
 def _progress(enabled: bool):
     if not enabled:
         return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), transient=False)
@@ -233,8 +232,7 @@ def _batches(data, batch_size: int, seed: int, device: str) -> Iterable:
             idx = order[start:start + batch_size]
             yield x[idx].to(device), y[idx].to(device)
         return
-    for batch in data:
-        yield batch
+    yield from data
 
 
 def _workload_and_model(workload_or_model, data, loss_fn, batch_size):

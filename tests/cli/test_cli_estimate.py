@@ -48,3 +48,15 @@ def test_bad_optimizer_is_one_line():
                              "--optimizer", "lion"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "invalid choice" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_nodes_divide_model_states(capsys):
+    assert main(["estimate", "zoo:mlp:depth=8,width=1024", "--batch-size", "8", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(["estimate", "zoo:mlp:depth=8,width=1024", "--batch-size", "8", "--nodes", "4",
+                 "--json"]) == 0
+    four = json.loads(capsys.readouterr().out)
+    assert four["nodes"] == 4
+    assert four["categories"]["optimizer"] == -(-one["categories"]["optimizer"] // 4)
+    assert four["categories"]["parameters"] < one["categories"]["parameters"] / 2
+    assert four["categories"]["activations"] == one["categories"]["activations"]

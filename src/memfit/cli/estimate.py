@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
                         help="a size (12GB, 16GiB) or preset (colab, t4): say whether it fits, "
                              "how much is missing, and the largest batch that fits")
     parser.add_argument("--device", default="cpu", help="device whose kernels to assume (cpu)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="ranks sharing the model states (FSDP); memory is per rank and "
+                             "--batch-size is each rank's batch")
     parser.add_argument("--plot", metavar="FILE.png", default=None,
                         help="write a stacked-bar chart of the categories")
     parser.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
@@ -28,12 +31,28 @@ def run(args) -> int:
 
     budget = Budget.parse(args.budget) if args.budget else None
     workload = resolve_workload(args)
+    if args.nodes < 1:
+        from memfit.errors import EstimateError
+
+        raise EstimateError("--nodes must be at least 1")
     result = estimate(workload, args.batch_size, args.optimizer, precision=args.precision,
                       device=args.device)
+    if args.nodes > 1:
+        from memfit.estimator.sharded import shard_profile
+
+        result = shard_profile(result, args.nodes, workload)
     verdict = None
     if budget is not None:
+        peak_of = None
+        if args.nodes > 1:
+            from memfit.estimator.sharded import shard_profile
+
+            def peak_of(b):
+                return shard_profile(estimate(workload, b, args.optimizer,
+                                              precision=args.precision, device=args.device),
+                                     args.nodes, workload)
         batch_fit = max_batch_size(workload, budget, args.optimizer, precision=args.precision,
-                                   device=args.device)
+                                   device=args.device, peak_of=peak_of)
         verdict = FitVerdict(result.peak_bytes, runtime_reserve(budget), budget,
                              batch_fit.max_batch_size, batch_fit.max_batch_size_pow2)
     if args.plot:
@@ -43,6 +62,7 @@ def run(args) -> int:
                       budget_bytes=budget.bytes if budget else None)
     if args.json:
         data = result.to_dict()
+        data["nodes"] = args.nodes
         if verdict is not None:
             data.update(verdict.to_dict())
         print_json(data)

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
                              f"(exit {EXIT_OVER_BUDGET} if it exceeds the budget)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-offload", action="store_true", help="never offload state to disk")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="ranks sharing the model states (FSDP): memory is per rank and "
+                             "--batch-size is each rank's batch")
     parser.add_argument("--reserve", default=None,
                         help="memory kept for the runtime itself (default 400MB on CPU, "
                              "600MB on GPU)")
@@ -42,8 +45,13 @@ def run(args) -> int:
             Budget.parse(args.reserve).bytes
     the_plan = plan(workload, args.budget, args.batch_size, args.exact, optimizer=args.optimizer,
                     device=args.device, reserve_bytes=reserve,
-                    allow_offload=not args.no_offload)
+                    allow_offload=not args.no_offload, nodes=args.nodes)
     measured = None
+    if args.verify and args.nodes > 1:
+        from memfit.errors import PlanError
+
+        raise PlanError("--verify runs one process; check a sharded plan with torchrun and "
+                        "`python -m memfit.distributed.check`")
     if args.verify:
         measured = verify(the_plan, workload, args.device)
     if args.json:

@@ -23,7 +23,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [inputs] + [width] * depth
         self.blocks = nn.Sequential(*(MLPBlock(a, b, activation)
-                                      for a, b in zip(widths[:-1], widths[1:])))
+                                      for a, b in zip(widths[:-1], widths[1:], strict=True)))
         self.head = nn.Linear(widths[-1], classes)
 
     def forward(self, x):
