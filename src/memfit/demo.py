@@ -16,12 +16,16 @@ number, so tests assert on numbers rather than on console text.
 
 from __future__ import annotations
 
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
@@ -31,10 +35,11 @@ from torch import nn
 
 from memfit import zoo
 from memfit.budget import Budget, format_bytes
-from memfit.measure.profile import profile, run_tracked_step
+from memfit.errors import MeasureError
+from memfit.measure.profile import run_tracked_step
 from memfit.measure.step import batch_tensors
 from memfit.measure.tracker import MemoryTracker, TrackerResult
-from memfit.memory_profile import CATEGORIES, MemoryProfile
+from memfit.memory_profile import CATEGORIES, MemoryProfile, ModuleRow
 from memfit.optim import make_optimizer
 from memfit.planner import Plan, plan
 from memfit.report.chart import plot_before_after
@@ -42,14 +47,16 @@ from memfit.report.plan_table import print_plan
 from memfit.report.text import category_table
 from memfit.workload import Workload
 
-CHANNELS = 16
-"""Half the zoo CNN's default width: the whole demo runs in well under a minute on two
-cores, and activations still dominate the step."""
+CHANNELS = 32
+"""The zoo CNN's default width."""
 BATCH_SIZE = 512
 """Large enough that activations dominate the step, so an eighth is reachable exactly."""
-EPOCHS = 14
-"""A batch of 512 gives only 3 updates per epoch on 1347 images; BatchNorm's running
-statistics (momentum 0.1) need about a dozen epochs to settle in the baseline run."""
+EPOCHS = 20
+"""A batch of 512 gives only 3 updates per epoch on 1347 images; the baseline's BatchNorm
+running statistics (momentum 0.1) lag its weights until about epoch 14."""
+THREADS = 1
+"""Convolutions on 8x8 images are too small to share: on two busy cores, two OpenMP
+threads made one update of 512 take 1000 ms where one thread took 27 ms."""
 LEARNING_RATE = 1e-2
 BUDGET_DIVISOR = 8
 OPTIMIZER = "adam"
@@ -67,7 +74,8 @@ class RunResult:
     categories: dict[str, int]
     """Bytes per category at the peak of the highest tracked update that kept categories."""
     update_s: float
-    """Wall time of one update of a full batch, from the untracked updates."""
+    """Wall time of one update of a full batch: the median per-sample time of the untracked
+    updates, times the batch size."""
     epoch_losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -125,16 +133,27 @@ def demo_story(
 ) -> DemoResult:
     """Profile, budget, plan, train both ways, compare; print the story and return its numbers."""
     console = console or Console()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return _story(Path(plot_path), console, channels, batch_size, epochs, lr, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _story(plot_path: Path, console: Console, channels: int, batch_size: int, epochs: int,
+           lr: float, seed: int) -> DemoResult:
     start = time.perf_counter()
     workload = zoo.get("cnn", channels=channels)
     x_train, y_train, x_test, y_test = workload.load_data()
     console.rule(f"[bold]memfit demo: train a digits CNN in 1/{BUDGET_DIVISOR} of its memory")
     console.print(f"Real data: scikit-learn's handwritten digits, {len(x_train)} training and "
                   f"{len(x_test)} test images of 8x8 pixels (bundled, nothing downloaded).\n"
-                  f"Model: {workload.description}; {OPTIMIZER}, batch {batch_size}.")
+                  f"Model: {workload.description}; {OPTIMIZER}, batch {batch_size}; "
+                  f"{THREADS} CPU thread (the convolutions are too small to share).")
 
     console.rule("1 · where the baseline step's memory goes")
-    base = profile(workload, batch_size, OPTIMIZER, device="cpu", seed=seed)
+    base = _profile_elsewhere(channels, batch_size, seed)
     console.print(category_table(base, title=f"baseline training step, batch {batch_size} "
                                  f"(measured)"))
     acts = base.categories["activations"] / max(base.peak_bytes, 1)
@@ -166,17 +185,13 @@ def demo_story(
                       f"({', '.join(the_plan.techniques)}), so accuracy may move.[/yellow]")
 
     console.rule(f"4 · training {epochs} epochs, same initial weights, same batches")
-    data = (x_train, y_train, x_test, y_test)
-    with _progress(console) as bar:
-        baseline = _train(workload, data, batch_size, epochs, lr, seed, bar,
-                          "plain PyTorch", _plain_updates(workload))
-        planned = _train(workload, data, batch_size, epochs, lr, seed, bar,
-                         "memfit plan", _planned_updates(the_plan, epochs))
+    baseline, planned = _train_both(workload, the_plan, (x_train, y_train, x_test, y_test),
+                                    batch_size, epochs, lr, seed, console)
 
     console.rule("5 · before and after")
     result = DemoResult(workload=workload.name, batch_size=batch_size, epochs=epochs,
                         budget=budget, baseline_profile=base, plan=the_plan, plan_s=plan_s,
-                        baseline=baseline, planned=planned, plot_path=Path(plot_path),
+                        baseline=baseline, planned=planned, plot_path=plot_path,
                         seconds=0.0)
     console.print(_comparison_table(result))
     plot_before_after(
@@ -189,77 +204,125 @@ def demo_story(
     return result
 
 
+def _profile_elsewhere(channels: int, batch_size: int, seed: int) -> MemoryProfile:
+    """`memfit.profile` of the baseline step, run in a child Python process.
+
+    `profile` sets glibc's mmap threshold low for repeatable RSS readings, and that setting
+    lasts for the process: every later allocation over 1 MiB becomes an mmap with fresh page
+    faults. Here that slowed the plain batch-512 update by about 45% (62 -> 90 ms) and left
+    the 32-sample micro-batches alone, which would flatter the plan's time. The child keeps
+    the setting to itself.
+    """
+    code = ("import json, sys; from memfit import zoo; from memfit.measure.profile import "
+            "profile; c, b, s, o = sys.argv[1:5]; print(json.dumps(profile(zoo.get('cnn', "
+            "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict()))")
+    done = subprocess.run([sys.executable, "-c", code, str(channels), str(batch_size),
+                           str(seed), OPTIMIZER], capture_output=True, text=True, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise MeasureError(f"profiling the baseline step failed: {tail[0]}")
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    data["modules"] = [ModuleRow(**row) for row in data["modules"]]
+    return MemoryProfile(**data)
+
+
 # ---- training ----------------------------------------------------------------------------------
 
-Update = Callable[[Any], float]
-"""One optimizer update over a batch; returns the batch's mean loss."""
-TrackedUpdate = Callable[[Any, int], tuple[float, TrackerResult]]
-"""A tracked update over a batch in the given epoch; returns the loss and the tracker's result."""
+
+class _Run:
+    """One training run: its model and optimizer, its updates, and what they measured."""
+
+    def __init__(self, label: str, workload: Workload, lr: float, seed: int):
+        self.label = label
+        self.workload = workload
+        # The same seed before building: both runs start from the same weights.
+        torch.manual_seed(seed)
+        self.model = workload.build_model().train()
+        self.optimizer = make_optimizer(OPTIMIZER, self.model.parameters(), lr)
+        self.peak_bytes = 0
+        self.categories = dict.fromkeys(CATEGORIES, 0)
+        self.untracked_s_per_sample: list[float] = []
+        self.epoch_losses: list[float] = []
+        self.seconds = 0.0
+
+    def update(self, batch) -> float:
+        """One optimizer update over `batch`; returns its mean loss."""
+        raise NotImplementedError
+
+    def tracked(self, batch, epoch: int) -> tuple[float, TrackerResult]:
+        """The same update under a tracker."""
+        raise NotImplementedError
+
+    def epoch(self, epoch: int, batches: list, on_update: Callable[[float], None]) -> None:
+        start = time.perf_counter()
+        loss_sum, samples = 0.0, 0
+        for i, batch in enumerate(batches):
+            if i == 0:
+                # The first update of every epoch runs tracked: its peak is the run's evidence.
+                loss, result = self.tracked(batch, epoch)
+                self.peak_bytes = max(self.peak_bytes, result.peak_bytes)
+                if result.categories and result.peak_bytes >= sum(self.categories.values()):
+                    self.categories = dict(result.categories)
+            else:
+                t0 = time.perf_counter()
+                loss = self.update(batch)
+                self.untracked_s_per_sample.append((time.perf_counter() - t0) / len(batch[1]))
+            loss_sum += loss * len(batch[1])
+            samples += len(batch[1])
+            on_update(loss)
+        self.epoch_losses.append(loss_sum / samples)
+        self.seconds += time.perf_counter() - start
+
+    def result(self, x_test: torch.Tensor, y_test: torch.Tensor, batch_size: int) -> RunResult:
+        return RunResult(label=self.label, accuracy=_accuracy(self.model, x_test, y_test),
+                         peak_bytes=self.peak_bytes, categories=self.categories,
+                         # The median: a burst of load elsewhere spoils one update, not all.
+                         update_s=statistics.median(self.untracked_s_per_sample or [0.0])
+                         * batch_size,
+                         epoch_losses=self.epoch_losses, seconds=self.seconds)
 
 
-@dataclass
-class _Updates:
-    """How one run trains: build the model and optimizer, then plain or tracked updates."""
+class _PlainRun(_Run):
+    """Plain PyTorch, nothing of memfit in the loop but the tracker on tracked updates."""
 
-    start: Callable[[nn.Module, torch.optim.Optimizer], None]
-    update: Update
-    tracked: TrackedUpdate
+    def update(self, batch) -> float:
+        x, y = batch
+        loss = self.workload.loss_fn(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
 
-
-def _plain_updates(workload: Workload) -> Callable[[], _Updates]:
-    def make() -> _Updates:
-        state: dict[str, Any] = {}
-
-        def start(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-            state.update(model=model, optimizer=optimizer)
-
-        def update(batch) -> float:
-            # Plain PyTorch, nothing of memfit in the loop.
-            x, y = batch
-            loss = workload.loss_fn(state["model"](x), y)
-            loss.backward()
-            state["optimizer"].step()
-            state["optimizer"].zero_grad(set_to_none=True)
-            return float(loss.detach())
-
-        def tracked(batch, _epoch: int) -> tuple[float, TrackerResult]:
-            # The same update under the tracker that `memfit.profile` uses.
-            result, _ = run_tracked_step(workload, state["model"], state["optimizer"], batch)
-            x, y = batch
-            with torch.no_grad():
-                loss = float(workload.loss_fn(state["model"](x), y))
-            return loss, result
-
-        return _Updates(start, update, tracked)
-
-    return make
+    def tracked(self, batch, epoch: int) -> tuple[float, TrackerResult]:
+        # The same update under the tracker that `memfit.profile` uses.
+        x, y = batch
+        with torch.no_grad():
+            loss = float(self.workload.loss_fn(self.model(x), y))
+        result, _ = run_tracked_step(self.workload, self.model, self.optimizer, batch)
+        return loss, result
 
 
-def _planned_updates(the_plan: Plan, epochs: int) -> Callable[[], _Updates]:
-    def make() -> _Updates:
-        state: dict[str, Any] = {}
+class _PlannedRun(_Run):
+    """The same model and optimizer changed by `plan.apply`; updates are `PlannedStep`s."""
 
-        def start(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-            state["step"] = the_plan.apply(model, optimizer)
+    def __init__(self, label: str, workload: Workload, lr: float, seed: int, the_plan: Plan,
+                 epochs: int):
+        super().__init__(label, workload, lr, seed)
+        self.step = the_plan.apply(self.model, self.optimizer)
+        # Once, when optimizer state exists (as in every update after the first).
+        self.categories_epoch = min(1, epochs - 1)
 
-        def update(batch) -> float:
-            return state["step"](batch)
+    def update(self, batch) -> float:
+        return self.step(batch)
 
-        def tracked(batch, epoch: int) -> tuple[float, TrackerResult]:
-            step = state["step"]
-            if epoch == min(1, epochs - 1):
-                # Once, when optimizer state exists (as in every update after the first): a
-                # tracker that keeps the categories at the peak, for the chart.
-                return _tracked_planned_update(step, batch)
-            # Every other epoch: `PlannedStep.measure`, memfit's own check of a planned step.
-            loss, peak = step.measure(batch)
-            return loss, TrackerResult(peak_bytes=peak, peak_phase="", categories={},
-                                       phase_peaks={}, module_activations={},
-                                       module_forward_s={})
-
-        return _Updates(start, update, tracked)
-
-    return make
+    def tracked(self, batch, epoch: int) -> tuple[float, TrackerResult]:
+        if epoch == self.categories_epoch:
+            return _tracked_planned_update(self.step, batch)
+        # Every other epoch: `PlannedStep.measure`, memfit's own check of a planned step.
+        loss, peak = self.step.measure(batch)
+        return loss, TrackerResult(peak_bytes=peak, peak_phase="", categories={},
+                                   phase_peaks={}, module_activations={}, module_forward_s={})
 
 
 def _tracked_planned_update(step, batch) -> tuple[float, TrackerResult]:
@@ -301,44 +364,32 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tenso
                     yield value
 
 
-def _train(workload: Workload, data, batch_size: int, epochs: int, lr: float, seed: int,
-           bar: Progress, label: str, make_updates: Callable[[], _Updates]) -> RunResult:
+def _train_both(workload: Workload, the_plan: Plan, data, batch_size: int, epochs: int,
+                lr: float, seed: int, console: Console) -> tuple[RunResult, RunResult]:
+    """Train the plain and the planned run epoch by epoch, in turns, on the same batches.
+
+    Taking turns keeps the timing comparison fair on a shared machine: whatever else runs
+    there slows both runs alike instead of whichever happened to go second.
+    """
     x_train, y_train, x_test, y_test = data
-    torch.manual_seed(seed)
-    model = workload.build_model().train()
-    optimizer = make_optimizer(OPTIMIZER, model.parameters(), lr)
-    updates = make_updates()
-    updates.start(model, optimizer)
-    peak, categories = 0, dict.fromkeys(CATEGORIES, 0)
-    untracked_s, untracked_samples = 0.0, 0
-    epoch_losses: list[float] = []
+    runs = [_PlainRun("plain PyTorch", workload, lr, seed),
+            _PlannedRun("memfit plan", workload, lr, seed, the_plan, epochs)]
     steps_per_epoch = -(-len(x_train) // batch_size)
-    task = bar.add_task(label, total=epochs * steps_per_epoch)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        losses = []
-        for i, batch in enumerate(_batches(x_train, y_train, batch_size, seed + epoch)):
-            if i == 0:
-                # The first update of every epoch runs tracked: its peak is the run's evidence.
-                loss, tracked = updates.tracked(batch, epoch)
-                peak = max(peak, tracked.peak_bytes)
-                if tracked.categories and tracked.peak_bytes >= sum(categories.values()):
-                    categories = dict(tracked.categories)
-            else:
-                t0 = time.perf_counter()
-                loss = updates.update(batch)
-                untracked_s += time.perf_counter() - t0
-                untracked_samples += len(batch[1])
-            losses.append(loss * len(batch[1]))
-            bar.update(task, advance=1, description=(
-                f"{label:<14} epoch {epoch + 1:>2}/{epochs} · loss {loss:.3f} · "
-                f"peak {format_bytes(peak)}"))
-        epoch_losses.append(sum(losses) / len(x_train))
-    seconds = time.perf_counter() - start
-    return RunResult(label=label, accuracy=_accuracy(model, x_test, y_test), peak_bytes=peak,
-                     categories=categories,
-                     update_s=untracked_s / max(untracked_samples, 1) * batch_size,
-                     epoch_losses=epoch_losses, seconds=seconds)
+    with _progress(console) as bar:
+        tasks = [bar.add_task(run.label, total=epochs * steps_per_epoch) for run in runs]
+        for epoch in range(epochs):
+            batches = list(_batches(x_train, y_train, batch_size, seed + epoch))
+            # Alternate who goes first, so neither always meets a warm cache.
+            order = list(zip(runs, tasks, strict=True))
+            for run, task in order if epoch % 2 == 0 else reversed(order):
+                def on_update(loss: float, run: _Run = run, task=task, epoch: int = epoch) -> None:
+                    bar.update(task, advance=1, description=(
+                        f"{run.label:<14} epoch {epoch + 1:>2}/{epochs} · loss {loss:.3f} · "
+                        f"peak {format_bytes(run.peak_bytes)}"))
+
+                run.epoch(epoch, batches, on_update)
+    plain, planned = (run.result(x_test, y_test, batch_size) for run in runs)
+    return plain, planned
 
 
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
@@ -395,8 +446,8 @@ def _verdict(r: DemoResult, console: Console) -> None:
         f"The planned run held at most {p.peak_bytes:,} bytes of live tensors, {inside} the "
         f"{r.budget.bytes:,}-byte budget ({r.memory_ratio:.1f}x less than plain PyTorch's "
         f"{b.peak_bytes:,}), and reached {100 * p.accuracy:.1f}% test accuracy against "
-        f"{100 * b.accuracy:.1f}% ({100 * r.accuracy_gap:+.1f} points); each update took "
-        f"{p.update_s / max(b.update_s, 1e-9):.1f}x as long.")
+        f"{100 * b.accuracy:.1f}% ({100 * r.accuracy_gap:+.1f} points); an update took "
+        f"{p.update_s / max(b.update_s, 1e-9):.2f}x plain PyTorch's time.")
     if r.plan.settings.accumulation_steps > 1:
         # Micro-batching is exact for the gradient sums but not for BatchNorm, which
         # normalises each micro-batch by its own statistics: say so, whatever the gap.
