@@ -82,7 +82,9 @@ def plot_before_after(
         text = f"{total:,.2f} MB"
         if x and total > 0:
             text += f"\n({first / total:.1f}x less)"
-        ax.text(x, total, text, ha="center", va="bottom", fontsize=9)
+        # A white box keeps the label legible where it crosses the budget line.
+        ax.text(x, total, text, ha="center", va="bottom", fontsize=9,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     if budget_bytes:
         # Named in the legend, not beside the line: a small "after" bar sits right at it.
         ax.axhline(budget_bytes / 1e6, color="black", linestyle="--", linewidth=1,
