@@ -218,7 +218,9 @@ def _profile_elsewhere(channels: int, batch_size: int, seed: int) -> MemoryProfi
             "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict()))")
     done = subprocess.run([sys.executable, "-c", code, str(channels), str(batch_size),
                            str(seed), OPTIMIZER], capture_output=True, text=True, check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+                          # The child imports memfit from wherever this process did.
+                          env={**os.environ, "OMP_NUM_THREADS": str(THREADS),
+                               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no message"]
         raise MeasureError(f"profiling the baseline step failed: {tail[0]}")
