@@ -169,3 +169,13 @@ def test_cli_convert_and_shrink_json_contract(tmp_path):
     assert json.loads(report.stdout)["destination"] is None
     bad = _memfit("convert", str(tmp_path / "nope.csv"), str(tmp_path / "x.parquet"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+def test_library_default_bound_is_on_top_of_what_the_process_holds(tmp_path):
+    import numpy as np
+
+    held = np.ones(80_000_000)  # 640 MB resident, more than the command line's default bound
+    src = tmp_path / "small.csv"
+    src.write_text("a,b\n1,x\n2,y\n")
+    result = convert(src, tmp_path / "small.parquet")
+    assert result.rows == 2 and held[-1] == 1.0

@@ -47,6 +47,9 @@ from memfit.data.shrink import ColumnReport
 from memfit.errors import ConvertError
 
 DEFAULT_MAX_MEMORY = "512MB"
+"""The command line's default bound on the whole process."""
+DEFAULT_WORKING_MEMORY = 256 * 10**6
+"""The library's default: memory for the conversion on top of what the process holds."""
 # Bytes held per byte of block. pyarrow's streaming CSV reader reads up to 32 blocks
 # ahead on its I/O thread (arrow's MakeBackgroundGenerator, kDefaultBackgroundMaxQ = 32),
 # whatever `use_threads` says, and one block in work holds about 12 times its size
@@ -96,7 +99,7 @@ def convert(
     source: str | os.PathLike,
     destination: str | os.PathLike | None = None,
     *,
-    max_memory: str | int | Budget = DEFAULT_MAX_MEMORY,
+    max_memory: str | int | Budget | None = None,
     shrink: bool = True,
     delimiter: str = ",",
     progress: Callable[[int, int], None] | None = None,
@@ -104,7 +107,9 @@ def convert(
     """Stream `source` (CSV, CSV.gz or Parquet) into a shrunk Parquet `destination`.
 
     With `destination=None` nothing is written: the result reports the sizes only.
-    `max_memory` bounds this process's memory (its size in blocks is derived from it).
+    `max_memory` bounds this process's whole memory (the command line's `--max-memory`);
+    left out, the conversion gets `DEFAULT_WORKING_MEMORY` on top of what the process
+    already holds, so a long-running program can convert without knowing its own size.
     `progress(done, total)` is called with bytes of the input file read over both passes.
 
     >>> import tempfile, pathlib, pandas as pd
@@ -146,8 +151,9 @@ def convert(
 def _block_bytes(max_memory) -> int:
     import psutil
 
-    budget = Budget.parse(max_memory).bytes
     in_use = psutil.Process().memory_info().rss
+    budget = in_use + DEFAULT_WORKING_MEMORY if max_memory is None else \
+        Budget.parse(max_memory).bytes
     data = budget - in_use
     if data < 8 * _MIN_BLOCK * 4:
         raise ConvertError(
