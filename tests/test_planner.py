@@ -82,3 +82,12 @@ def test_a_fitting_baseline_needs_no_technique():
     p = plan(zoo.get("cnn"), "1GB", batch_size=16, reserve_bytes=0)
     assert p.fits and p.techniques == [] and p.predicted_time_overhead == 0
     assert p.micro_batch_size == 16 and p.accumulation_steps == 1
+
+
+def test_accumulating_plans_count_the_whole_batch_the_caller_holds():
+    w = zoo.get("cnn")
+    p = plan(w, "4179600", batch_size=512, reserve_bytes=0)
+    assert p.fits and p.accumulation_steps > 1
+    measured = _measured_peak(p, w)
+    assert measured <= p.usable_bytes
+    assert measured == pytest.approx(p.predicted_peak_bytes, rel=0.03)

@@ -31,7 +31,7 @@ from memfit.techniques import checkpointing as ckpt
 from memfit.techniques import lowbit
 from memfit.techniques.accumulation import has_batch_statistics
 from memfit.techniques.precision import measured_slowdown
-from memfit.timing import StepTimeModel, build_time_model
+from memfit.timing import StepTimeModel, build_time_model, probe_batches
 from memfit.workload import Workload, load_workload
 
 SAFETY_MARGIN = 0.05
@@ -243,6 +243,7 @@ class _Search:
         self.considered: list[Candidate] = []
         self.nodes = 1
         self.block_bytes = 0
+        self._batch_bytes: dict[int, int] = {}
 
     def run(self, micro: int, precision: str, checkpointed: tuple[str, ...],
             segments: int | None) -> MemoryProfile:
@@ -264,7 +265,9 @@ class _Search:
     def candidate(self, settings: PlanSettings) -> Candidate:
         prof = self.run(settings.micro_batch_size, settings.precision,
                         tuple(settings.checkpointed), settings.checkpoint_segments)
-        peak = prof.peak_bytes
+        # The caller holds the whole batch while its micro-batches run one by one.
+        peak = prof.peak_bytes + self.batch_bytes(self.batch) - self.batch_bytes(
+            settings.micro_batch_size)
         optimizer_bytes = prof.categories["optimizer"]
         extra_opt_s = 0.0
         if settings.optimizer_state in ("8bit", "4bit"):
@@ -295,6 +298,18 @@ class _Search:
                settings.checkpointed for c in self.considered):
             self.considered.append(cand)
         return cand
+
+    def batch_bytes(self, size: int) -> int:
+        if size not in self._batch_bytes:
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            from memfit.measure.bytes import tensors_bytes
+            from memfit.measure.step import batch_tensors
+
+            with FakeTensorMode():
+                batch = self.workload.make_batch(size, self.device)
+                self._batch_bytes[size] = tensors_bytes(batch_tensors(batch))
+        return self._batch_bytes[size]
 
     def step_time(self, s: PlanSettings) -> float:
         tm = self.time_model
@@ -349,8 +364,9 @@ def plan(
         time_model = StepTimeModel(fixed_s=0.0, per_sample_s=0.0, optimizer_s=0.0,
                                    source="not needed")
     else:
-        probe = estimate(workload, 4, optimizer, device=device)
-        time_model = build_time_model(workload, units, device, optimizer, probe.peak_bytes)
+        probe = estimate(workload, probe_batches(batch)[1], optimizer, device=device)
+        time_model = build_time_model(workload, units, device, optimizer, probe.peak_bytes,
+                                      batch_size=batch)
     base_time = max(time_model.forward_backward_s(batch, batch) + time_model.optimizer_s, 1e-9)
     notes: list[str] = []
     if nodes < 1:

@@ -29,6 +29,14 @@ from memfit.optim import make_optimizer
 from memfit.workload import Workload
 
 PROBE_BATCHES = (2, 16)
+"""Probe sizes for a model timed without a target batch size."""
+
+
+def probe_batches(batch_size: int | None) -> tuple[int, int]:
+    """Two sizes far enough apart that the slope is not lost in timing noise, both cheap."""
+    if not batch_size or batch_size < 8:
+        return PROBE_BATCHES if not batch_size else (1, max(2, batch_size))
+    return max(1, batch_size // 16), max(2, batch_size // 4)
 
 
 @dataclass
@@ -56,18 +64,22 @@ class StepTimeModel:
 
 
 def build_time_model(workload: Workload, units: list[str], device: str = "cpu",
-                     optimizer: str = "adam", peak_bytes_at_probe: int | None = None
-                     ) -> StepTimeModel:
-    """Time real passes when the model fits easily here; otherwise count FLOPs."""
+                     optimizer: str = "adam", peak_bytes_at_probe: int | None = None,
+                     batch_size: int | None = None) -> StepTimeModel:
+    """Time real passes when the model fits easily here; otherwise count FLOPs.
+
+    `peak_bytes_at_probe` is the estimated peak at the larger probe size.
+    """
     available = psutil.virtual_memory().available
     runnable = peak_bytes_at_probe is not None and peak_bytes_at_probe < 0.25 * available
+    probes = probe_batches(batch_size)
     if runnable:
-        return _measured_model(workload, units, device, optimizer)
+        return _measured_model(workload, units, device, optimizer, probes)
     return _flop_model(workload, units, device)
 
 
-def _measured_model(workload: Workload, units: list[str], device: str, optimizer: str
-                    ) -> StepTimeModel:
+def _measured_model(workload: Workload, units: list[str], device: str, optimizer: str,
+                    probes: tuple[int, int] = PROBE_BATCHES) -> StepTimeModel:
     torch.manual_seed(0)
     with torch.device(device):
         model = workload.build_model()
@@ -89,8 +101,8 @@ def _measured_model(workload: Workload, units: list[str], device: str, optimizer
     times = {}
     opt_s = 0.0
     try:
-        training_step(workload, model, opt, workload.make_batch(PROBE_BATCHES[0], device))
-        for b in PROBE_BATCHES:
+        training_step(workload, model, opt, workload.make_batch(probes[0], device))
+        for b in probes:
             best = float("inf")
             # Best of three: other processes only ever make a pass slower.
             for _ in range(3):

@@ -24,3 +24,15 @@ def test_process_peak_sees_a_short_lived_allocation():
     del x
     peak.stop()
     assert peak.peak_bytes - peak.baseline_bytes >= 60 * 2**20
+
+
+def test_profiling_leaves_the_allocator_fast(monkeypatch):
+    from memfit import zoo
+    from memfit.measure import process
+
+    calls = []
+    monkeypatch.setattr(process, "env_is_stable", lambda: False)
+    monkeypatch.setattr("memfit.measure.profile.env_is_stable", lambda: False)
+    monkeypatch.setattr("memfit.measure.profile.relax_allocator", lambda: calls.append(1))
+    profile(zoo.get("cnn"), 2)
+    assert calls == [1]

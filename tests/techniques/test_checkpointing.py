@@ -98,3 +98,14 @@ def test_selection_covers_the_need_at_least_recompute_cost():
     assert ckpt.select_units(units, 40) == ["c"]
     assert ckpt.select_units(units, 100) == ["c", "a"]
     assert set(ckpt.select_units(units, 10_000)) == {"a", "b", "c"}  # d saves nothing
+
+
+def test_checkpoint_inputs_count_as_activations_not_other():
+    from memfit.estimator import estimate
+
+    w = zoo.get("transformer", **SMALL_GPT)
+    plain = estimate(w, 8)
+    checkpointed = estimate(w, 8, prepare=lambda m: ckpt.checkpoint_modules(
+        m, ckpt.candidate_units(m)))
+    kept = sum(r.activations for r in checkpointed.modules)
+    assert 0 < kept < 0.5 * sum(r.activations for r in plain.modules)

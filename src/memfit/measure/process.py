@@ -44,6 +44,20 @@ def stabilize_allocator() -> bool:
     return ok
 
 
+def relax_allocator() -> None:
+    """Undo `stabilize_allocator` for speed: mapping every big block costs page faults.
+
+    glibc cannot go back to its adaptive threshold once set, so set what it adapts to
+    after big frees on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX, 32 MiB): large
+    tensors are then reused from the heap instead of mapped anew each time.
+    """
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
+
+
 def release_free_memory() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):

@@ -10,7 +10,12 @@ from torch import nn
 
 from memfit.errors import MeasureError
 from memfit.measure.bytes import iter_storages
-from memfit.measure.process import ProcessPeak, stabilize_allocator
+from memfit.measure.process import (
+    ProcessPeak,
+    env_is_stable,
+    relax_allocator,
+    stabilize_allocator,
+)
 from memfit.measure.step import batch_tensors, training_step
 from memfit.measure.tracker import MemoryTracker, TrackerResult
 from memfit.memory_profile import MemoryProfile, ModuleRow
@@ -42,7 +47,7 @@ def profile(
     batch_size = batch_size or workload.default_batch_size
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     _check_precision(precision, device)
-    stabilize_allocator()
+    stabilized = stabilize_allocator() and not env_is_stable()
     torch.manual_seed(seed)
     with torch.device(device):
         model = workload.build_model()
@@ -66,6 +71,10 @@ def profile(
         raise MeasureError(
             f"{workload.name} ran out of memory at batch size {batch_size}; "
             "try `memfit estimate` (allocates nothing) or a smaller --batch-size") from exc
+    finally:
+        if stabilized:
+            # Measuring is over: give the rest of the process its fast allocator back.
+            relax_allocator()
     return MemoryProfile(
         method="measured",
         device=device,

@@ -88,10 +88,23 @@ class MemoryTracker:
 
     @phase.setter
     def phase(self, phase: str) -> None:
+        if self._phase == "forward" and phase == "backward":
+            self._label_kept_forward_tensors()
         # A phase that allocates nothing (an in-place optimizer step) still holds what is live.
         self._phase = phase
         if self._total > self._phase_peaks.get(phase, 0):
             self._phase_peaks[phase] = self._total
+
+    def _label_kept_forward_tensors(self) -> None:
+        # Tensors made in forward and still alive when backward starts are held for it.
+        # Most were seen by the saved-tensor hook already; the inputs that activation
+        # checkpointing keeps go through its own hooks instead, and are caught here.
+        for entry in self._live.values():
+            if entry.category == "other" and entry.created_in == "forward":
+                name = entry.module or "(model)"
+                self._module_activations[name] = self._module_activations.get(name, 0) + \
+                    entry.nbytes
+                self.relabel_entry(entry, "activations")
 
     # ---- registering what exists before the step -------------------------------------------
     def register(self, tensors: Iterable[torch.Tensor], category: str) -> None:
