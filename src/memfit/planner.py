@@ -182,6 +182,13 @@ class Plan:
     def shortfall_bytes(self) -> int:
         return max(0, self.predicted_peak_bytes - self.usable_bytes)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A plan travels (to other ranks, to disk) without its workload's functions, which
+        # are often lambdas; `apply` then needs the loss function passed in.
+        state = dict(self.__dict__)
+        state["_workload"] = None
+        return state
+
     def apply(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn=None):
         """Change `model` and `optimizer` as planned; returns a `step(batch)` for one update."""
         from memfit.train import PlannedStep

@@ -62,6 +62,8 @@ class PlannedStep:
             if s.offload_resident_bytes:
                 config.max_resident_bytes = s.offload_resident_bytes
             optimizer = offload.apply(optimizer, config)
+        if getattr(plan, "nodes", 1) > 1:
+            model, optimizer = _shard_for_plan(plan, model, optimizer)
         micro = s.micro_batch_size if s.accumulation_steps > 1 else None
         return cls(model, optimizer, loss_fn, micro, s.precision, plan.device)
 
@@ -71,7 +73,11 @@ class PlannedStep:
         pieces = split_batch(batch, self.micro_batch_size) if self.micro_batch_size else \
             [(batch, total)]
         loss_sum = 0.0
-        for piece, size in pieces:
+        sharded = hasattr(self.model, "set_requires_gradient_sync")
+        for index, (piece, size) in enumerate(pieces):
+            if sharded:
+                # FSDP: reduce gradients across ranks once, on the last micro-batch.
+                self.model.set_requires_gradient_sync(index == len(pieces) - 1)
             inputs, targets = piece
             mark("forward")
             with autocast(self.precision, self.device):
@@ -121,6 +127,25 @@ class PlannedStep:
             self.on_phase = None
             self.around_optimizer_step = None
         return loss, tracker.result().peak_bytes
+
+
+def _shard_for_plan(plan, model: nn.Module, optimizer: torch.optim.Optimizer):
+    """Shard `model` over the running process group; rebuild the optimizer over the shards."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() != plan.nodes:
+        raise PlanError(
+            f"this plan shards over {plan.nodes} ranks: start the script with torchrun "
+            f"--nproc-per-node/--nnodes giving {plan.nodes} processes and call "
+            "memfit.distributed.setup() before plan.apply")
+    if plan.settings.optimizer_state == "offload":
+        raise PlanError("offloaded optimizer state does not combine with sharding here; "
+                        "plan with --no-offload or a single node")
+    from memfit.distributed.shard import shard
+
+    shard(model)
+    # fully_shard turns the parameters into DTensors: the old optimizer holds stale ones.
+    return model, type(optimizer)(model.parameters(), **optimizer.defaults)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer):
