@@ -351,9 +351,9 @@ def plan(
     rank's batch, and the plan is applied with `memfit.distributed.shard` on every rank.
 
         >>> from memfit import zoo
-        >>> p = plan(zoo.get("mlp", depth=4, width=256, inputs=256), "40MB", batch_size=2048,
+        >>> p = plan(zoo.get("mlp", depth=4, width=256, inputs=256), "12MB", batch_size=2048,
         ...          reserve_bytes=0)
-        >>> p.fits and p.predicted_peak_bytes <= 40e6 < p.baseline_peak_bytes
+        >>> p.fits and p.predicted_peak_bytes <= 12e6 < p.baseline_peak_bytes
         True
     """
     workload = load_workload(workload)

@@ -76,7 +76,7 @@ def test_two_rank_plan_matches_one_process(tmp_path):
         loss.backward()
         opt.step()
         opt.zero_grad()
-        expected.append(float(loss))
+        expected.append(loss.item())
     assert report["nodes"] == 2
     assert report["losses"] == pytest.approx(expected, rel=1e-4)
 
