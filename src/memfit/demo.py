@@ -22,8 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +36,7 @@ from memfit import zoo
 from memfit.budget import Budget, format_bytes
 from memfit.errors import MeasureError
 from memfit.measure.profile import run_tracked_step
-from memfit.measure.step import batch_tensors
-from memfit.measure.tracker import MemoryTracker, TrackerResult
+from memfit.measure.tracker import TrackerResult
 from memfit.memory_profile import CATEGORIES, MemoryProfile, ModuleRow
 from memfit.optim import make_optimizer
 from memfit.planner import Plan, plan
@@ -320,50 +318,11 @@ class _PlannedRun(_Run):
 
     def tracked(self, batch, epoch: int) -> tuple[float, TrackerResult]:
         if epoch == self.categories_epoch:
-            return _tracked_planned_update(self.step, batch)
+            return self.step.measure_result(batch)
         # Every other epoch: `PlannedStep.measure`, memfit's own check of a planned step.
         loss, peak = self.step.measure(batch)
         return loss, TrackerResult(peak_bytes=peak, peak_phase="", categories={},
                                    phase_peaks={}, module_activations={}, module_forward_s={})
-
-
-def _tracked_planned_update(step, batch) -> tuple[float, TrackerResult]:
-    """One planned update under a tracker, registered as `PlannedStep.measure` registers it,
-    but returning the whole result: `measure` gives the peak only, the chart needs categories."""
-    tracker = MemoryTracker(keep_timeline=False)
-    tracker.register_model(step.model)
-    tracker.register(_optimizer_tensors(step.optimizer), "optimizer")
-    tracker.register(batch_tensors(batch), "other")
-
-    def on_phase(phase: str) -> None:
-        tracker.phase = phase
-
-    step.on_phase = on_phase
-    if type(step.optimizer).__module__.startswith("torchao"):
-        # torch.compile refuses to run under a dispatch mode: the low-bit step runs paused
-        # and the state it created is registered afterwards, as `measure` does.
-        @contextmanager
-        def paused_step() -> Iterator[None]:
-            with tracker.paused():
-                yield
-            tracker.register(_optimizer_tensors(step.optimizer), "optimizer")
-
-        step.around_optimizer_step = paused_step
-    try:
-        with tracker.track(step.model):
-            loss = step(batch)
-    finally:
-        step.on_phase = None
-        step.around_optimizer_step = None
-    return loss, tracker.result()
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
-    for state in getattr(optimizer, "state", {}).values():
-        if isinstance(state, dict):
-            for value in state.values():
-                if isinstance(value, torch.Tensor):
-                    yield value
 
 
 def _train_both(workload: Workload, the_plan: Plan, data, batch_size: int, epochs: int,

@@ -15,7 +15,7 @@ from torch import nn
 from memfit.budget import Budget, format_bytes
 from memfit.errors import PlanError
 from memfit.measure.step import batch_tensors
-from memfit.measure.tracker import MemoryTracker
+from memfit.measure.tracker import MemoryTracker, TrackerResult, optimizer_state_tensors
 from memfit.techniques import checkpointing as ckpt
 from memfit.techniques import lowbit
 from memfit.techniques.accumulation import batch_size_of, split_batch
@@ -101,9 +101,14 @@ class PlannedStep:
 
     def measure(self, batch) -> tuple[float, int]:
         """Run one update under the tracker: (loss, peak live tensor bytes)."""
+        loss, result = self.measure_result(batch)
+        return loss, result.peak_bytes
+
+    def measure_result(self, batch) -> tuple[float, TrackerResult]:
+        """Run one update under the tracker: (loss, the tracker's whole result)."""
         tracker = MemoryTracker(keep_timeline=False)
         tracker.register_model(self.model)
-        tracker.register(_optimizer_tensors(self.optimizer), "optimizer")
+        tracker.register(optimizer_state_tensors(self.optimizer), "optimizer")
         tracker.register(batch_tensors(batch), "other")
 
         def on_phase(phase: str) -> None:
@@ -117,7 +122,7 @@ class PlannedStep:
                 with tracker.paused():
                     yield
                 # State created inside the compiled step was not seen: count it now.
-                tracker.register(_optimizer_tensors(self.optimizer), "optimizer")
+                tracker.register(optimizer_state_tensors(self.optimizer), "optimizer")
 
             self.around_optimizer_step = paused_step
         try:
@@ -126,7 +131,7 @@ class PlannedStep:
         finally:
             self.on_phase = None
             self.around_optimizer_step = None
-        return loss, tracker.result().peak_bytes
+        return loss, tracker.result()
 
 
 def _shard_for_plan(plan, model: nn.Module, optimizer: torch.optim.Optimizer):
@@ -146,14 +151,6 @@ def _shard_for_plan(plan, model: nn.Module, optimizer: torch.optim.Optimizer):
     shard(model)
     # fully_shard turns the parameters into DTensors: the old optimizer holds stale ones.
     return model, type(optimizer)(model.parameters(), **optimizer.defaults)
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer):
-    for state in getattr(optimizer, "state", {}).values():
-        if isinstance(state, dict):
-            for value in state.values():
-                if isinstance(value, torch.Tensor):
-                    yield value
 
 
 @dataclass

@@ -20,7 +20,12 @@ from torch._subclasses.fake_tensor import (
 
 from memfit.errors import EstimateError, MemfitError
 from memfit.estimator.lowbit import LOW_BIT, low_bit_state_bytes
-from memfit.measure.profile import _check_precision, module_rows, run_tracked_step
+from memfit.measure.profile import (
+    _check_precision,
+    module_rows,
+    profile_from,
+    run_tracked_step,
+)
 from memfit.measure.tracker import TrackerResult
 from memfit.memory_profile import MemoryProfile
 from memfit.optim import OPTIMIZERS, make_optimizer
@@ -91,21 +96,8 @@ def estimate(
             f"{workload.name} failed on fake tensors ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); measure it with `memfit profile` "
             "at a small batch size instead") from exc
-    return MemoryProfile(
-        method="estimated",
-        device=device,
-        batch_size=batch_size,
-        peak_bytes=result.peak_bytes,
-        categories=result.categories,
-        peak_phase=result.peak_phase,
-        phase_peaks=result.phase_peaks,
-        modules=rows,
-        workload=workload.name,
-        optimizer=optimizer,
-        precision=precision,
-        config=dict(workload.config),
-        timeline=result.timeline,
-    )
+    return profile_from(result, "estimated", workload, batch_size, optimizer, precision, device,
+                        rows)
 
 
 def _create_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:

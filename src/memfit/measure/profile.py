@@ -75,23 +75,31 @@ def profile(
         if stabilized:
             # Measuring is over: give the rest of the process its fast allocator back.
             relax_allocator()
+    return profile_from(result, "measured", workload, batch_size, optimizer, precision, device,
+                        module_rows(model, result), rss_peak_bytes=process.peak_bytes,
+                        process_step_bytes=max(0, process.peak_bytes - non_tensor_bytes),
+                        step_time_s=step_s)
+
+
+def profile_from(result: TrackerResult, method: str, workload: Workload, batch_size: int,
+                 optimizer: str, precision: str, device: str, rows: list[ModuleRow],
+                 **measured) -> MemoryProfile:
+    """A MemoryProfile from a tracked step; `measured` adds the process-side readings."""
     return MemoryProfile(
-        method="measured",
+        method=method,
         device=device,
         batch_size=batch_size,
         peak_bytes=result.peak_bytes,
         categories=result.categories,
         peak_phase=result.peak_phase,
         phase_peaks=result.phase_peaks,
-        modules=module_rows(model, result),
+        modules=rows,
         workload=workload.name,
         optimizer=optimizer,
         precision=precision,
-        rss_peak_bytes=process.peak_bytes,
-        process_step_bytes=max(0, process.peak_bytes - non_tensor_bytes),
-        step_time_s=step_s,
         config=dict(workload.config),
         timeline=result.timeline,
+        **measured,
     )
 
 

@@ -120,7 +120,7 @@ class MemoryTracker:
         self.register((p.grad for p in model.parameters() if p.grad is not None), "gradients")
 
     def register_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        self.register(_state_tensors(optimizer), "optimizer")
+        self.register(optimizer_state_tensors(optimizer), "optimizer")
 
     # ---- the bookkeeping -----------------------------------------------------------------------
     def _add(self, storage: torch.UntypedStorage, category: str, created_in: str | None) -> None:
@@ -304,11 +304,13 @@ def _unpack(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _state_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
-    for state in optimizer.state.values():
-        for value in state.values():
-            if isinstance(value, torch.Tensor):
-                yield value
+def optimizer_state_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    """Every tensor an optimizer keeps in its per-parameter state."""
+    for state in getattr(optimizer, "state", {}).values():
+        if isinstance(state, dict):
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    yield value
 
 
 def _on_cuda(model: nn.Module) -> bool:

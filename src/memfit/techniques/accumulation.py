@@ -33,19 +33,9 @@ def split_batch(batch: Any, micro_batch_size: int) -> list[tuple[Any, int]]:
 
 
 def batch_size_of(batch: Any) -> int:
-    sizes = set()
+    from memfit.measure.step import batch_tensors
 
-    def walk(value):
-        if isinstance(value, torch.Tensor) and value.ndim > 0:
-            sizes.add(value.shape[0])
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, (tuple, list)):
-            for v in value:
-                walk(v)
-
-    walk(batch)
+    sizes = {t.shape[0] for t in batch_tensors(batch) if t.ndim > 0}
     if len(sizes) != 1:
         raise TechniqueError(
             f"cannot split the batch into micro-batches: its tensors have first dimensions "
