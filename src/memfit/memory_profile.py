@@ -44,6 +44,9 @@ class MemoryProfile:
     process_step_bytes: int | None = None
     """Measured only: that high-water mark less the process's non-tensor memory before the step
     (its memory then, less the parameters, state and inputs alive at that moment)."""
+    process_phase_peaks: dict[str, int] | None = None
+    """Measured only: the process's high-water mark in each phase (reset as each begins), less
+    the same non-tensor memory as `process_step_bytes`."""
     step_time_s: float | None = None
     config: dict[str, Any] = field(default_factory=dict)
     timeline: list[tuple[int, int]] = field(default_factory=list, repr=False)

@@ -12,6 +12,10 @@ def test_tracker_and_process_peak_agree_on_a_big_step():
     p = profile(zoo.get("transformer"), 8)
     assert p.peak_bytes > 500e6
     assert p.process_step_bytes == pytest.approx(p.peak_bytes, rel=0.20)
+    # the high-water mark is reset as each phase begins, so each phase has its own reading
+    for phase in ("forward", "backward", "optimizer_step"):
+        assert p.process_phase_peaks[phase] == pytest.approx(p.phase_peaks[phase], rel=0.20)
+    assert p.process_phase_peaks["optimizer_step"] < 0.7 * p.process_phase_peaks["backward"]
 
 
 def test_process_peak_sees_a_short_lived_allocation():

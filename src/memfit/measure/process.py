@@ -14,7 +14,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 import torch
@@ -108,6 +108,32 @@ class ProcessPeak:
     baseline_bytes: int = 0
     peak_bytes: int = 0
     resettable: bool = True
+    phase_peaks: dict[str, int] = field(default_factory=dict)
+    """High-water mark of each phase, the mark reset as each phase begins."""
+    _phase: str | None = None
+
+    def next_phase(self, phase: str) -> None:
+        """Close the running phase's reading and start a fresh one for `phase`."""
+        self._close_phase()
+        self._phase = phase
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            reset_peak_rss()
+
+    def _close_phase(self) -> None:
+        if self._phase is None:
+            return
+        peak = self._read_peak()
+        self.phase_peaks[self._phase] = max(self.phase_peaks.get(self._phase, 0), peak)
+        self.peak_bytes = max(self.peak_bytes, peak)
+
+    def _read_peak(self) -> int:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated()
+        return max(peak_rss_bytes(), current_rss_bytes())
 
     def start(self) -> None:
         if self.device.startswith("cuda"):
@@ -120,11 +146,10 @@ class ProcessPeak:
             self.baseline_bytes = current_rss_bytes()
 
     def stop(self) -> int:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            self.peak_bytes = torch.cuda.max_memory_allocated()
-        else:
-            self.peak_bytes = max(peak_rss_bytes(), current_rss_bytes())
+        self._close_phase()
+        self._phase = None
+        # Resetting per phase must not lose a peak that came between two readings.
+        self.peak_bytes = max(self.peak_bytes, self._read_peak())
         return self.peak_bytes
 
 

@@ -61,7 +61,7 @@ def profile(
         gc.collect()
         process.start()
         result, step_s = run_tracked_step(workload, model, opt, batch, precision=precision,
-                                          device=device, time_modules=True)
+                                          device=device, time_modules=True, process=process)
         process.stop()
         # What the process held before the step that was not tensors: the interpreter,
         # libraries, and whatever the warm-up step initialised lazily (thread pools,
@@ -78,7 +78,9 @@ def profile(
     return profile_from(result, "measured", workload, batch_size, optimizer, precision, device,
                         module_rows(model, result), rss_peak_bytes=process.peak_bytes,
                         process_step_bytes=max(0, process.peak_bytes - non_tensor_bytes),
-                        step_time_s=step_s)
+                        step_time_s=step_s,
+                        process_phase_peaks={k: max(0, v - non_tensor_bytes)
+                                             for k, v in process.phase_peaks.items()})
 
 
 def profile_from(result: TrackerResult, method: str, workload: Workload, batch_size: int,
@@ -112,14 +114,20 @@ def run_tracked_step(
     precision: str = "fp32",
     device: str = "cpu",
     time_modules: bool = False,
+    process: ProcessPeak | None = None,
 ) -> tuple[TrackerResult, float]:
-    """One training step under the tracker; shared by `profile` and `estimate`."""
+    """One training step under the tracker; shared by `profile` and `estimate`.
+
+    With `process`, the process's own high-water mark is read and reset at each phase change.
+    """
     tracker = MemoryTracker()
     tracker.register_model(model)
     tracker.register_optimizer(optimizer)
     tracker.register(batch_tensors(batch), "other")
 
     def on_phase(phase: str) -> None:
+        if process is not None:
+            process.next_phase(phase)
         tracker.phase = phase
 
     start = time.perf_counter()
