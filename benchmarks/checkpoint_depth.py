@@ -8,7 +8,8 @@ Each depth runs twice on fresh models: plain, and with
 segments, torch's non-reentrant `checkpoint_sequential`). One warm-up step creates Adam
 state; one step runs under memfit's tracker, whose peak is split into model states
 (parameters + gradients + optimizer state live at the peak) and the working part
-(activations + temporaries = peak minus model states); then steps are timed, best of N.
+(activations + temporaries = peak minus model states); then steps are timed, best of N, plain and checkpointed
+steps alternating so that load from other processes falls on both.
 The exponent is the slope of a least-squares line through log(working bytes) vs log(n).
 """
 
@@ -33,7 +34,7 @@ BATCH = 8192
 DEPTHS = (16, 32, 64, 128, 256)
 
 
-def measure(depth: int, checkpointed: bool, timed_steps: int) -> dict:
+def build(depth: int, checkpointed: bool):
     workload = zoo.get("mlp", depth=depth, width=WIDTH, inputs=WIDTH)
     torch.manual_seed(0)
     model = workload.build_model()
@@ -44,14 +45,22 @@ def measure(depth: int, checkpointed: bool, timed_steps: int) -> dict:
     training_step(workload, model, optimizer, batch)  # creates Adam state
     result, _ = run_tracked_step(workload, model, optimizer, batch)
     states = sum(result.categories[c] for c in ("parameters", "gradients", "optimizer"))
-    times = []
+    row = {"peak": result.peak_bytes, "states": states, "working": result.peak_bytes - states,
+           "phase": result.peak_phase, "segments": segments, "step_s": float("inf")}
+    return row, (workload, model, optimizer, batch)
+
+
+def measure(depth: int, timed_steps: int) -> tuple[dict, dict]:
+    """Plain and checkpointed runs; their timed steps alternate so load changes hit both."""
+    base, run_b = build(depth, False)
+    ckpt, run_c = build(depth, True)
     for _ in range(timed_steps):
-        gc.collect()
-        start = time.perf_counter()
-        training_step(workload, model, optimizer, batch)
-        times.append(time.perf_counter() - start)
-    return {"peak": result.peak_bytes, "states": states, "working": result.peak_bytes - states,
-            "phase": result.peak_phase, "segments": segments, "step_s": min(times)}
+        for row, run in ((base, run_b), (ckpt, run_c)):
+            gc.collect()
+            start = time.perf_counter()
+            training_step(*run)
+            row["step_s"] = min(row["step_s"], time.perf_counter() - start)
+    return base, ckpt
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -70,8 +79,7 @@ def main() -> None:
     timed = 1 if args.quick else 3
     rows = []
     for n in depths:
-        base = measure(n, False, timed)
-        ckpt = measure(n, True, timed)
+        base, ckpt = measure(n, timed)
         rows.append((n, base, ckpt))
         print(f"  depth {n} done", flush=True)
 
