@@ -199,3 +199,43 @@ def test_polars_frames_are_shrunk_with_the_same_rules():
     assert result.frame["whole"].null_count() == 100
     assert result.frame["i"].cast(pl.Int64).to_list() == list(range(300))
     assert all(c.changed == 0 for c in result.columns)
+
+
+def test_fast_deep_size_of_str_objects_equals_pandas():
+    from memfit.data._shrink_memory import deep_bytes, object_strings
+
+    series = pd.Series(["a", None, "héllo", np.nan, "xyz" * 10, "日本", ""] * 300, dtype=object)
+    strings = object_strings(series)
+    assert strings is not None and strings.null_count == 600
+    assert deep_bytes(series, strings) == series.memory_usage(deep=True, index=False)
+    # numpy's str_ has another size and bytes are not text: both left to pandas.
+    assert object_strings(pd.Series([np.str_("a"), "b"], dtype=object)) is None
+    assert object_strings(pd.Series([b"a", "b"], dtype=object)) is None
+
+
+def test_category_hash_table_size_matches_what_pandas_builds():
+    from memfit.data._shrink_memory import hash_table_bytes
+
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 4, 99, 100, 789, 5000, 100_000):
+        names = rng.permutation([f"v{i:06d}" for i in range(n)])
+        # from_codes: no lookup while building, so the table is not there yet
+        column = pd.Series(pd.Categorical.from_codes(np.arange(n), categories=pd.Index(names)))
+        before = column.memory_usage(deep=True, index=False)
+        _ = column == column.iloc[0]  # first lookup: pandas builds the table
+        assert column.memory_usage(deep=True, index=False) - before == hash_table_bytes(n)
+
+
+def test_high_cardinality_strings_stay_strings_without_a_full_hash_and_values_hold():
+    rng = np.random.default_rng(1)
+    n = 200_000
+    df = pd.DataFrame({"id": pd.Series(np.char.add("id-", rng.integers(0, n, n).astype(str)),
+                                       dtype=object),
+                       "few": pd.Series(rng.choice(["x", "y"], n), dtype=object)})
+    result = shrink(df)
+    assert str(result.frame["id"].dtype) == "str"
+    assert isinstance(result.frame["few"].dtype, pd.CategoricalDtype)
+    assert result.frame["id"].tolist() == df["id"].tolist()
+    assert result.frame["few"].tolist() == df["few"].tolist()
+    assert result.after_bytes == result.frame.memory_usage(deep=True).sum()
+    assert result.before_bytes == df.memory_usage(deep=True).sum()

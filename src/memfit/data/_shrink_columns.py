@@ -18,11 +18,13 @@ import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
 from memfit.data._shrink_check import is_numeric, numeric_values
+from memfit.data._shrink_memory import hash_table_bytes
 from memfit.data._shrink_rules import (
     FLOAT16_MAX,
     code_dtype,
     fits_int_dtype,
     float_round_trip_error,
+    float_round_trips,
     integral_range,
     smallest_int_dtype,
 )
@@ -94,8 +96,12 @@ class FitOptions:
 # ----------------------------------------------------------------------------- fitting
 
 
-def fit_column(series: pd.Series, options: FitOptions, before_bytes: int) -> ColumnPlan:
-    """Decide the smallest faithful dtype for one column."""
+def fit_column(series: pd.Series, options: FitOptions, before_bytes: int,
+               strings: pa.Array | None = None) -> ColumnPlan:
+    """Decide the smallest faithful dtype for one column.
+
+    `strings`: the column as pyarrow strings when the caller already converted it.
+    """
     dtype = series.dtype
     base = {"name": series.name, "old_dtype": str(dtype)}
     if isinstance(dtype, pd.CategoricalDtype):
@@ -106,6 +112,9 @@ def fit_column(series: pd.Series, options: FitOptions, before_bytes: int) -> Col
     if _is_string_like(dtype):
         return _fit_strings(series, options, before_bytes, base) if options.strings else _keep(base)
     if ptypes.is_object_dtype(dtype):
+        if strings is not None:
+            return _fit_strings(series, options, before_bytes, base, strings) \
+                if options.strings else _keep(base)
         return _fit_object(series, options, before_bytes, base)
     if not is_numeric(dtype) or ptypes.is_bool_dtype(dtype):
         return _keep(base)  # datetimes, timedeltas, periods, intervals, sparse, complex, bools
@@ -153,8 +162,12 @@ def _float_name(dtype: np.dtype, family: str) -> tuple[str, str]:
 
 
 def _fit_integers(series: pd.Series, family: str, base: dict) -> ColumnPlan:
-    values, missing = numeric_values(series)
-    present = values[~missing]
+    if family == "numpy":  # nothing can be missing: no mask, no copy of the present values
+        values, missing = series.to_numpy(), None
+        present = values
+    else:
+        values, missing = numeric_values(series)
+        present = values[~missing]
     if present.size == 0:
         return _keep(base)
     lo, hi = int(present.min()), int(present.max())
@@ -163,16 +176,25 @@ def _fit_integers(series: pd.Series, family: str, base: dict) -> ColumnPlan:
     if target is None or target.itemsize >= current.itemsize:
         return ColumnPlan(**base, new_dtype=base["old_dtype"], kind="keep", min=lo, max=hi)
     kind, name = _int_name(target, family, nullable=False)
-    return ColumnPlan(**base, new_dtype=name, kind=kind, min=lo, max=hi)
+    plan = ColumnPlan(**base, new_dtype=name, kind=kind, min=lo, max=hi)
+    if family == "numpy":
+        # lo and hi were read from these very values, so the cast cannot wrap around;
+        # the value-by-value check still runs on the result.
+        plan._precast = _rebuild(series, values.astype(target))
+    return plan
 
 
 def _fit_floats(series: pd.Series, family: str, options: FitOptions, base: dict) -> ColumnPlan:
-    values, missing = numeric_values(series)
+    if family == "numpy":  # NaN is the only missing value: no separate mask to build
+        values = series.to_numpy()
+        missing = np.isnan(values)
+    else:
+        values, missing = numeric_values(series)
     itemsize = values.dtype.itemsize
     values = values.astype(np.float64, copy=False) if itemsize < 4 else values
     has_missing = bool(missing.any())
     if options.float_to_int:
-        bounds = integral_range(values)
+        bounds = _integral_range(values, missing, has_missing)
         if bounds is not None:
             target = smallest_int_dtype(*bounds)
             # A nullable int costs one mask byte per row on top of its values.
@@ -187,10 +209,24 @@ def _fit_floats(series: pd.Series, family: str, options: FitOptions, base: dict)
             continue
         if target == np.float16 and np.nanmax(np.abs(values), initial=0.0) > FLOAT16_MAX:
             continue
-        if float_round_trip_error(values, target) <= options.rtol:
+        exact = float_round_trips(values, target)
+        if exact or (options.rtol > 0 and float_round_trip_error(values, target) <= options.rtol):
             kind, name = _float_name(target, family)
-            return ColumnPlan(**base, new_dtype=name, kind=kind)
+            plan = ColumnPlan(**base, new_dtype=name, kind=kind)
+            if family == "numpy":
+                plan._precast = _rebuild(series, values.astype(target))
+            return plan
     return _keep(base)
+
+
+def _integral_range(values: np.ndarray, missing: np.ndarray, has_missing: bool):
+    """`integral_range` without the copy of present values when nothing is missing."""
+    present = values[~missing] if has_missing else values
+    if present.size == 0 or not np.isfinite(present).all():
+        return None
+    if not np.array_equal(np.trunc(present), present):
+        return None
+    return integral_range(np.array([present.min(), present.max()]))
 
 
 def _fit_object(series: pd.Series, options: FitOptions, before_bytes: int, base: dict):
@@ -225,38 +261,74 @@ def _object_to_numbers(series: pd.Series) -> pd.Series | None:
     return None
 
 
-def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base: dict):
-    strings = to_arrow_strings(series)
+def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base: dict,
+                 strings: pa.Array | None = None):
+    strings = to_arrow_strings(series) if strings is None else strings
     if strings is None:
         return _keep(base)
-    # One hash pass gives both the categories and the codes. Categories keep the order
-    # of first appearance: sorting half a million strings would cost more than the rest.
-    encoded = pc.dictionary_encode(strings)
-    if len(encoded.dictionary) == 0:
-        return _keep(base)
     string_dtype = default_string_dtype()
-    categories = pd.Index(pd.array(encoded.dictionary, dtype=string_dtype))
-    # A categorical's categories get a hash table on first lookup (pandas builds it
-    # to check they are unique, and for every ==, isin or merge): count it, or a
-    # high-cardinality column looks smaller as a category than it will be in use.
-    categories.is_unique  # noqa: B018 -- builds the table so memory_usage sees it
-    code_type = code_dtype(len(categories))
-    category_bytes = len(series) * code_type.itemsize + categories.memory_usage(deep=True)
     if series.dtype == string_dtype:
         string_bytes = before_bytes
     else:
         string_bytes = int(pd.Series(pd.array(strings, dtype=string_dtype)).memory_usage(
             deep=True, index=False))
+    keep_or_string = min(before_bytes, string_bytes)
+    if not _category_may_be_smaller(strings, keep_or_string):
+        return _keep(base) if keep_or_string == before_bytes else \
+            ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
+    # One hash pass gives both the categories and the codes. Categories keep the order
+    # of first appearance: sorting half a million strings would cost more than the rest.
+    encoded = pc.dictionary_encode(strings)
+    if len(encoded.dictionary) == 0:
+        return _keep(base)
+    categories = pd.Index(pd.array(encoded.dictionary, dtype=string_dtype))
+    code_type = code_dtype(len(categories))
+    # A categorical's categories get a hash table on first lookup (pandas builds it for
+    # every ==, isin or merge): count it, or a high-cardinality column looks smaller as
+    # a category than it will be in use.
+    category_bytes = (len(series) * code_type.itemsize + categories.memory_usage(deep=True)
+                      + hash_table_bytes(len(categories)))
     best = min(before_bytes, category_bytes, string_bytes)
     if best == before_bytes:
         return _keep(base)
     if best == string_bytes:
         return ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
+    # Build the table now, so the size reported for the result is the size in use.
+    categories.get_loc(categories[0])
     plan = ColumnPlan(**base, new_dtype="category", kind="category",
                       categories=categories.tolist(), _categories_cache=categories)
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(code_type)
     plan._precast = _rebuild(series, pd.Categorical.from_codes(codes, dtype=plan.target_dtype()))
     return plan
+
+
+_PROBE_ROWS = 1 << 13
+_PROBE_MIN_ROWS = 1 << 16
+
+
+def _category_may_be_smaller(strings: pa.Array, other_bytes: int) -> bool:
+    """False when the distinct values of a prefix already make a category bigger.
+
+    A prefix's distinct values are some of the column's categories, so their count,
+    their text, their hash table and the code width they force are a lower bound on
+    the category's size: when that bound reaches `other_bytes`, hashing the rest of
+    a high-cardinality column cannot change the decision. A first small probe keeps
+    low-cardinality columns (the ones that become categories) to a single hash pass.
+    """
+    n = len(strings)
+    if n < _PROBE_MIN_ROWS:
+        return True
+    small = pc.unique(strings.slice(0, _PROBE_ROWS))
+    if len(small) < _PROBE_ROWS // 2:
+        return True
+    distinct = pc.unique(strings.slice(0, n // 2)).drop_null()
+    count = len(distinct)
+    text_bytes = int(pc.sum(pc.binary_length(distinct)).as_py() or 0)
+    # pandas' str categories: 8-byte offsets plus the text; codes as wide as the count needs.
+    # Past a million categories pandas may search sorted ones instead of hashing them.
+    table_bytes = hash_table_bytes(count) if count < 1_000_000 else 0
+    lower_bytes = n * code_dtype(count).itemsize + 8 * (count + 1) + text_bytes + table_bytes
+    return lower_bytes < other_bytes
 
 
 def to_arrow_strings(series: pd.Series) -> pa.Array | None:

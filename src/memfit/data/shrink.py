@@ -34,6 +34,7 @@ import pandas as pd
 from memfit.data._callable_module import make_module_callable
 from memfit.data._shrink_check import compare
 from memfit.data._shrink_columns import ColumnPlan, FitOptions, cast_column, fit_column
+from memfit.data._shrink_memory import deep_bytes, object_strings
 from memfit.errors import DataError, LossyConversionError
 
 _FORMAT = "memfit.shrink_plan"
@@ -126,9 +127,10 @@ class ShrinkPlan:
         return self._apply(df, strict=True).frame
 
     def _apply(self, df, strict: bool, before: dict | None = None,
-               use_precast: bool = False) -> ShrinkResult:
+               use_precast: bool = False, strings: dict | None = None) -> ShrinkResult:
         _check_frame(df)
         before = before or {}
+        strings = strings or {}
         out = df.copy(deep=False)
         reports = []
         for position, name in enumerate(df.columns):
@@ -146,7 +148,7 @@ class ShrinkPlan:
                 new = cast_column(old, plan)
             report = ColumnReport(name, str(old.dtype), str(new.dtype), old_bytes, old_bytes)
             if new is not old:
-                check = compare(old, new, rtol=self.rtol)
+                check = compare(old, new, rtol=self.rtol, old_strings=strings.get(name))
                 if check.changed and (self.lossless or check.max_error > self.rtol):
                     if strict:
                         raise LossyConversionError(
@@ -169,8 +171,11 @@ class ShrinkPlan:
                 report.after_bytes = new_bytes
                 report.max_error, report.changed = check.max_error, check.changed
             reports.append(report)
-        before_total = sum(r.before_bytes for r in reports) + int(df.index.memory_usage(deep=True))
-        after_total = int(out.memory_usage(deep=True).sum())
+        index_bytes = int(df.index.memory_usage(deep=True))
+        # Each column was measured deep once (kept ones before, replaced ones after the
+        # cast): their sum is what out.memory_usage(deep=True) would measure again.
+        before_total = sum(r.before_bytes for r in reports) + index_bytes
+        after_total = sum(r.after_bytes for r in reports) + index_bytes
         return ShrinkResult(out, before_total, after_total, reports, self)
 
     # ------------------------------------------------------------------ JSON
@@ -274,9 +279,17 @@ def shrink(
                              lossless)
     _check_frame(df)
     options = _options(lossless, rtol, float16, float_to_int, strings)
-    before = {name: int(df[name].memory_usage(deep=True, index=False)) for name in df.columns}
-    plan = _fit(df, options, lossless, before)
-    return plan._apply(df, strict=False, before=before, use_precast=True)
+    # Object columns of str are turned into pyarrow strings once: that array measures
+    # their deep size, is hashed for the category decision, and is the reference
+    # (pyarrow's UTF-8 encoding of the original objects) for the value check.
+    strings = {}
+    for name in df.columns:
+        array = object_strings(df[name])
+        if array is not None:
+            strings[name] = array
+    before = {name: deep_bytes(df[name], strings.get(name)) for name in df.columns}
+    plan = _fit(df, options, lossless, before, strings)
+    return plan._apply(df, strict=False, before=before, use_precast=True, strings=strings)
 
 
 def _options(lossless, rtol, float16, float_to_int, strings) -> FitOptions:
@@ -288,15 +301,17 @@ def _options(lossless, rtol, float16, float_to_int, strings) -> FitOptions:
                       strings=bool(strings))
 
 
-def _fit(df, options: FitOptions, lossless: bool, before: dict) -> ShrinkPlan:
+def _fit(df, options: FitOptions, lossless: bool, before: dict,
+         strings: dict | None = None) -> ShrinkPlan:
     _check_frame(df)
+    strings = strings or {}
     columns = []
     for name in df.columns:
         series = df[name]
         size = before.get(name)
         if size is None:
             size = int(series.memory_usage(deep=True, index=False))
-        columns.append(fit_column(series, options, size))
+        columns.append(fit_column(series, options, size, strings.get(name)))
     return ShrinkPlan(columns, lossless=lossless, rtol=options.rtol)
 
 
