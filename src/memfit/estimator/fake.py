@@ -18,6 +18,7 @@ from torch._subclasses.fake_tensor import (
     UnsupportedOperatorException,
 )
 
+from memfit.device import check_device
 from memfit.errors import EstimateError, MemfitError
 from memfit.estimator.lowbit import LOW_BIT, low_bit_state_bytes
 from memfit.measure.profile import (
@@ -62,6 +63,7 @@ def estimate(
     if optimizer not in OPTIMIZERS:
         raise EstimateError(f"cannot estimate optimizer {optimizer!r}; choose one of: "
                             f"{', '.join(OPTIMIZERS)}")
+    check_device(device, fake=True)
     _check_precision(precision, device)
     # Low-bit states are replaced by their byte count below: run the step with Adam.
     run_optimizer = "adamw" if optimizer in LOW_BIT else optimizer

@@ -8,6 +8,7 @@ import time
 import torch
 from torch import nn
 
+from memfit.device import check_device
 from memfit.errors import MeasureError
 from memfit.measure.bytes import iter_storages
 from memfit.measure.process import (
@@ -45,7 +46,7 @@ def profile(
     """
     workload = load_workload(workload)
     batch_size = batch_size or workload.default_batch_size
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_precision(precision, device)
     stabilized = stabilize_allocator() and not env_is_stable()
     torch.manual_seed(seed)
