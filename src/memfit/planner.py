@@ -552,6 +552,10 @@ def _notes(workload, base: MemoryProfile, chosen: Candidate, fits: bool, usable:
     notes = [f"usable memory: {format_bytes(budget.bytes)} budget less "
              f"{format_bytes(reserve)} for the runtime, less a {int(SAFETY_MARGIN * 100)}% "
              f"margin = {format_bytes(usable)}"]
+    if budget.device == "gpu" and not str(device).startswith("cuda"):
+        notes.append("the budget is GPU memory but memory and time come from CPU kernels here; "
+                     "CUDA kernels save slightly different tensors and run at another speed: "
+                     "plan with --device cuda on the GPU machine for exact figures")
     if base.peak_phase == "optimizer_step":
         notes.append("the optimizer step sets the peak (model states dominate): checkpointing "
                      "cannot lower it; compact optimizer state, offload or sharding can")
