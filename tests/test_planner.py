@@ -91,3 +91,22 @@ def test_accumulating_plans_count_the_whole_batch_the_caller_holds():
     measured = _measured_peak(p, w)
     assert measured <= p.usable_bytes
     assert measured == pytest.approx(p.predicted_peak_bytes, rel=0.03)
+
+
+def test_alternatives_are_listed_once():
+    w = zoo.get("wrn-28-2", depth=10)
+    p = plan(w, "20MB", batch_size=64, exact=True, reserve_bytes=0, allow_offload=False)
+    keys = [(c.settings.label(), frozenset(c.settings.checkpointed)) for c in p.alternatives]
+    assert len(keys) == len(set(keys))
+
+
+def test_batchnorm_models_try_tiny_micro_batches_last():
+    w = zoo.get("cnn", channels=32)
+    p = plan(w, "20MB", batch_size=1024, reserve_bytes=0)
+    assert p.micro_batch_size >= 8
+
+
+def test_no_more_lossy_techniques_than_needed():
+    w = zoo.get("mlp", depth=16, width=1024, inputs=1024)
+    p = plan(w, "250MB", batch_size=64, reserve_bytes=0, allow_offload=False)
+    assert p.fits and p.settings.lossy_count == 1

@@ -104,8 +104,8 @@ def _measured_model(workload: Workload, units: list[str], device: str, optimizer
         training_step(workload, model, opt, workload.make_batch(probes[0], device))
         for b in probes:
             best = float("inf")
-            # Best of three: other processes only ever make a pass slower.
-            for _ in range(3):
+            # Best of two: other processes only ever make a pass slower.
+            for _ in range(2):
                 batch = workload.make_batch(b, device)
                 unit_time.clear()
                 start = time.perf_counter()

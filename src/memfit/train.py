@@ -14,6 +14,7 @@ from torch import nn
 
 from memfit.budget import Budget, format_bytes
 from memfit.errors import PlanError
+from memfit.measure.process import ProcessPeak
 from memfit.measure.step import batch_tensors
 from memfit.measure.tracker import MemoryTracker, TrackerResult, optimizer_state_tensors
 from memfit.techniques import checkpointing as ckpt
@@ -41,6 +42,7 @@ class PlannedStep:
         self.scaler = grad_scaler(precision, device)
         self.on_phase: Callable[[str], None] | None = None
         self.around_optimizer_step: Callable[[], Any] | None = None
+        self._compiled = False
 
     @classmethod
     def build(cls, plan, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -119,10 +121,21 @@ class PlannedStep:
         if compiled_step:
             @contextmanager
             def paused_step():
+                process = ProcessPeak(self.device)
+                process.start()
                 with tracker.paused():
                     yield
-                # State created inside the compiled step was not seen: count it now.
+                process.stop()
+                # State created inside the compiled step was not seen: count it now, and its
+                # temporaries as the process saw them (RSS or the CUDA allocator).
+                before = tracker.current_bytes
                 tracker.register(optimizer_state_tensors(self.optimizer), "optimizer")
+                new_state = tracker.current_bytes - before
+                if self._compiled:
+                    tracker.add_transient(process.peak_bytes - process.baseline_bytes - new_state)
+                # The first call also compiles the step's kernels: that is the compiler's
+                # memory (the runtime reserve's business), not the step's, so it is not added.
+                self._compiled = True
 
             self.around_optimizer_step = paused_step
         try:

@@ -234,6 +234,20 @@ class MemoryTracker:
         with _disable_current_modes():
             yield
 
+    def add_transient(self, nbytes: int, category: str = "other") -> None:
+        """Count memory that existed for a moment the tracker could not see (a paused step).
+
+        The peak is raised if the current total plus `nbytes` exceeds it; nothing stays live.
+        """
+        if nbytes <= 0:
+            return
+        self._totals[category] += nbytes
+        self._total += nbytes
+        self._after_change()
+        self._totals[category] -= nbytes
+        self._total -= nbytes
+        self._after_change()
+
     def _grad_ready(self, param: torch.Tensor) -> None:
         if param.grad is not None:
             self.relabel(param.grad, "gradients")
