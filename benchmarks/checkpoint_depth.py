@@ -45,8 +45,14 @@ def build(depth: int, checkpointed: bool):
     training_step(workload, model, optimizer, batch)  # creates Adam state
     result, _ = run_tracked_step(workload, model, optimizer, batch)
     states = sum(result.categories[c] for c in ("parameters", "gradients", "optimizer"))
-    row = {"peak": result.peak_bytes, "states": states, "working": result.peak_bytes - states,
-           "phase": result.peak_phase, "segments": segments, "step_s": float("inf")}
+    row = {
+        "peak": result.peak_bytes,
+        "states": states,
+        "working": result.peak_bytes - states,
+        "phase": result.peak_phase,
+        "segments": segments,
+        "step_s": float("inf"),
+    }
     return row, (workload, model, optimizer, batch)
 
 
@@ -67,7 +73,9 @@ def slope(xs: list[float], ys: list[float]) -> float:
     """Least-squares slope of log(y) on log(x)."""
     lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum(
+        (a - mx) ** 2 for a in lx
+    )
 
 
 def main() -> None:
@@ -84,24 +92,30 @@ def main() -> None:
         print(f"  depth {n} done", flush=True)
 
     print(f"\nMLP of n blocks Linear({WIDTH})+ReLU, batch {BATCH}, Adam (MiB = 2^20 bytes)")
-    print("| n | segments | model states MiB | plain peak MiB | plain working MiB "
-          "| ckpt peak MiB | ckpt working MiB | working plain/ckpt | ckpt peak phase "
-          "| plain step s | ckpt step s | time overhead |")
+    print(
+        "| n | segments | model states MiB | plain peak MiB | plain working MiB "
+        "| ckpt peak MiB | ckpt working MiB | working plain/ckpt | ckpt peak phase "
+        "| plain step s | ckpt step s | time overhead |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     mib = 2**20
     for n, b, c in rows:
-        print(f"| {n} | {c['segments']} | {b['states'] / mib:.1f} | {b['peak'] / mib:.1f} "
-              f"| {b['working'] / mib:.1f} | {c['peak'] / mib:.1f} | {c['working'] / mib:.1f} "
-              f"| {b['working'] / c['working']:.1f}x | {c['phase']} | {b['step_s']:.3f} "
-              f"| {c['step_s']:.3f} | {c['step_s'] / b['step_s'] - 1:+.0%} |")
+        print(
+            f"| {n} | {c['segments']} | {b['states'] / mib:.1f} | {b['peak'] / mib:.1f} "
+            f"| {b['working'] / mib:.1f} | {c['peak'] / mib:.1f} | {c['working'] / mib:.1f} "
+            f"| {b['working'] / c['working']:.1f}x | {c['phase']} | {b['step_s']:.3f} "
+            f"| {c['step_s']:.3f} | {c['step_s'] / b['step_s'] - 1:+.0%} |"
+        )
     ns = [n for n, _, _ in rows]
     e_plain = slope(ns, [b["working"] for _, b, _ in rows])
     e_ckpt = slope(ns, [c["working"] for _, _, c in rows])
     e_ckpt_peak = slope(ns, [c["peak"] for _, _, c in rows])
     overhead = sum(c["step_s"] for _, _, c in rows) / sum(b["step_s"] for _, b, _ in rows) - 1
-    print(f"\nfitted exponent of working memory in n: plain {e_plain:.2f}, "
-          f"checkpointed {e_ckpt:.2f} (target <= 0.6); of the whole checkpointed peak: "
-          f"{e_ckpt_peak:.2f}")
+    print(
+        f"\nfitted exponent of working memory in n: plain {e_plain:.2f}, "
+        f"checkpointed {e_ckpt:.2f} (target <= 0.6); of the whole checkpointed peak: "
+        f"{e_ckpt_peak:.2f}"
+    )
     print(f"time overhead over all depths (sum of step times): {overhead:+.0%} (target <= +35%)")
 
 

@@ -64,17 +64,20 @@ def make_csv(path: Path, size_bytes: int) -> int:
     words = np.array(["alpha", "beta", "gamma", "delta", "epsilon", "zeta"])
     quantity = rng.poisson(4, rows).astype(float)
     quantity[rng.random(rows) < 0.05] = np.nan
-    block = pd.DataFrame({
-        "order_id": np.arange(rows),
-        "store": rng.integers(0, 300, rows),
-        "price": np.round(rng.gamma(2.0, 30.0, rows), 2),
-        "quantity": quantity,
-        "kind": words[rng.integers(0, len(words), rows)],
-        "comment": np.char.add("note ", rng.integers(0, 10**9, rows).astype(str)),
-        "at": (pd.Timestamp("2024-01-01")
-               + pd.to_timedelta(rng.integers(0, 10**7, rows), unit="s")).astype(str),
-        "late": rng.integers(0, 1000, rows),
-    })
+    block = pd.DataFrame(
+        {
+            "order_id": np.arange(rows),
+            "store": rng.integers(0, 300, rows),
+            "price": np.round(rng.gamma(2.0, 30.0, rows), 2),
+            "quantity": quantity,
+            "kind": words[rng.integers(0, len(words), rows)],
+            "comment": np.char.add("note ", rng.integers(0, 10**9, rows).astype(str)),
+            "at": (
+                pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**7, rows), unit="s")
+            ).astype(str),
+            "late": rng.integers(0, 1000, rows),
+        }
+    )
     body = block.to_csv(index=False, header=False).encode()
     header = (",".join(block.columns) + "\n").encode()
     total_rows = 0
@@ -92,8 +95,12 @@ def make_csv(path: Path, size_bytes: int) -> int:
 
 def run_child(kind: str, src: Path, dst: Path, budget: str) -> dict:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"}
-    out = subprocess.run([sys.executable, "-c", CHILD, kind, str(src), str(dst), budget],
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, str(src), str(dst), budget],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode:
         raise RuntimeError(f"{kind} failed: {out.stderr.strip().splitlines()[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -103,8 +110,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100MB,1GB,5GB")
     parser.add_argument("--max-memory", default="512MB")
-    parser.add_argument("--full-read-limit", default="1GB",
-                        help="largest file read whole by pyarrow.csv.read_csv")
+    parser.add_argument(
+        "--full-read-limit", default="1GB", help="largest file read whole by pyarrow.csv.read_csv"
+    )
     parser.add_argument("--dir", default=tempfile.gettempdir())
     args = parser.parse_args()
     sizes = [Budget.parse(s).bytes for s in args.sizes.split(",")]
@@ -136,11 +144,22 @@ def main() -> None:
 
 def report(results: list[dict], args) -> None:
     mb = 1e6
-    table = Table(title=f"memfit convert (--max-memory {args.max_memory}) vs pyarrow, "
-                        f"{os.cpu_count()} cores")
-    for col in ("CSV MB", "rows", "memfit peak MB", "peak vs smallest", "memfit MB/s",
-                "read_csv MB/s", "read_csv peak MB", "open_csv MB/s", "memfit / read_csv",
-                "memfit / open_csv", "Parquet MB"):
+    table = Table(
+        title=f"memfit convert (--max-memory {args.max_memory}) vs pyarrow, {os.cpu_count()} cores"
+    )
+    for col in (
+        "CSV MB",
+        "rows",
+        "memfit peak MB",
+        "peak vs smallest",
+        "memfit MB/s",
+        "read_csv MB/s",
+        "read_csv peak MB",
+        "open_csv MB/s",
+        "memfit / read_csv",
+        "memfit / open_csv",
+        "Parquet MB",
+    ):
         table.add_column(col, justify="right")
     first_peak = results[0]["memfit"]["peak"]
     for r in results:
@@ -149,12 +168,18 @@ def report(results: list[dict], args) -> None:
         stream = size / r["stream"]["seconds"]
         read = size / r["read"]["seconds"] if "read" in r else None
         table.add_row(
-            f"{size / mb:,.0f}", f"{r['rows']:,}", f"{r['memfit']['peak'] / mb:,.0f}",
-            f"{r['memfit']['peak'] / first_peak - 1:+.1%}", f"{ours / mb:.0f}",
+            f"{size / mb:,.0f}",
+            f"{r['rows']:,}",
+            f"{r['memfit']['peak'] / mb:,.0f}",
+            f"{r['memfit']['peak'] / first_peak - 1:+.1%}",
+            f"{ours / mb:.0f}",
             f"{read / mb:.0f}" if read else "-",
-            f"{r['read']['peak'] / mb:,.0f}" if read else "-", f"{stream / mb:.0f}",
-            f"{ours / read:.2f}" if read else "-", f"{ours / stream:.2f}",
-            f"{r['parquet'] / mb:,.0f}")
+            f"{r['read']['peak'] / mb:,.0f}" if read else "-",
+            f"{stream / mb:.0f}",
+            f"{ours / read:.2f}" if read else "-",
+            f"{ours / stream:.2f}",
+            f"{r['parquet'] / mb:,.0f}",
+        )
     Console(width=170).print(table)
 
 

@@ -50,8 +50,13 @@ print(json.dumps({"process": p.process_step_bytes, "tracker": p.peak_bytes}))
 
 def measured(spec: str, batch: int, optimizer: str) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576")
-    out = subprocess.run([sys.executable, "-c", CHILD, spec, str(batch), optimizer],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, spec, str(batch), optimizer],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -78,8 +83,10 @@ def torchinfo_total(spec: str, batch: int) -> int:
 
 
 def main() -> None:
-    header = (f"{'workload':<48} {'opt':<5} {'batch':>5} {'measured MB':>11} {'memfit MB':>10} "
-              f"{'err':>7} {'weights x4':>10} {'err':>7} {'torchinfo':>10} {'err':>7}")
+    header = (
+        f"{'workload':<48} {'opt':<5} {'batch':>5} {'measured MB':>11} {'memfit MB':>10} "
+        f"{'err':>7} {'weights x4':>10} {'err':>7} {'torchinfo':>10} {'err':>7}"
+    )
     print(header)
     print("-" * len(header))
     errors, acc_errors, ti_errors = [], [], []
@@ -95,13 +102,18 @@ def main() -> None:
             errors.append(abs(err))
             acc_errors.append(abs(acc))
             ti_errors.append(abs(ti))
-            print(f"{spec[4:]:<48} {optimizer:<5} {batch:>5} {real / 1e6:>11.1f} "
-                  f"{est.peak_bytes / 1e6:>10.1f} {100 * err:>+6.1f}% {weights_x4 / 1e6:>10.1f} "
-                  f"{100 * acc:>+6.1f}% {torchinfo / 1e6:>10.1f} {100 * ti:>+6.1f}%", flush=True)
-    print(f"\n{len(errors)} rows. |error| median / max: memfit "
-          f"{100 * statistics.median(errors):.1f}% / {100 * max(errors):.1f}%; weights x4 "
-          f"{100 * statistics.median(acc_errors):.1f}% / {100 * max(acc_errors):.1f}%; torchinfo "
-          f"{100 * statistics.median(ti_errors):.1f}% / {100 * max(ti_errors):.1f}%")
+            print(
+                f"{spec[4:]:<48} {optimizer:<5} {batch:>5} {real / 1e6:>11.1f} "
+                f"{est.peak_bytes / 1e6:>10.1f} {100 * err:>+6.1f}% {weights_x4 / 1e6:>10.1f} "
+                f"{100 * acc:>+6.1f}% {torchinfo / 1e6:>10.1f} {100 * ti:>+6.1f}%",
+                flush=True,
+            )
+    print(
+        f"\n{len(errors)} rows. |error| median / max: memfit "
+        f"{100 * statistics.median(errors):.1f}% / {100 * max(errors):.1f}%; weights x4 "
+        f"{100 * statistics.median(acc_errors):.1f}% / {100 * max(acc_errors):.1f}%; torchinfo "
+        f"{100 * statistics.median(ti_errors):.1f}% / {100 * max(ti_errors):.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -67,15 +67,13 @@ def with_checkpoint_sequential(model: nn.Module, attr: str) -> nn.Module:
 
 def model_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     params = list(model.parameters())
-    state = [v for s in optimizer.state.values() for v in s.values()
-             if isinstance(v, torch.Tensor)]
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     # Gradients are as big as the trainable parameters (they exist at the optimizer step).
     return tensors_bytes(params) * 2 + tensors_bytes(state)
 
 
 def live_bytes(model, optimizer, batch) -> int:
-    state = [v for s in optimizer.state.values() for v in s.values()
-             if isinstance(v, torch.Tensor)]
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return tensors_bytes([*model.parameters(), *model.buffers(), *state, *batch])
 
 
@@ -101,8 +99,12 @@ def run_row(workload, batch_size: int, build_step, timed_steps: int) -> dict:
         start = time.perf_counter()
         step(batch)
         times.append(time.perf_counter() - start)
-    return {"peak": peak, "process": process_step, "states": model_state_bytes(model, step.optimizer),
-            "step_s": min(times)}
+    return {
+        "peak": peak,
+        "process": process_step,
+        "states": model_state_bytes(model, step.optimizer),
+        "step_s": min(times),
+    }
 
 
 def plain(workload):
@@ -116,7 +118,9 @@ def from_settings(workload, settings: PlanSettings):
 
 
 def tightest(p, exact: bool, max_overhead: float | None = None):
-    cands = [c for c in [p.chosen, *p.alternatives] if c is not None and (c.settings.exact or not exact)]
+    cands = [
+        c for c in [p.chosen, *p.alternatives] if c is not None and (c.settings.exact or not exact)
+    ]
     if max_overhead is not None:
         cands = [c for c in cands if c.predicted_time_overhead <= max_overhead]
     return min(cands, key=lambda c: (c.predicted_peak_bytes, c.predicted_step_s))
@@ -129,13 +133,21 @@ def bench_workload(name: str, batch: int, blocks_attr: str, timed: int, lossy: b
     def add(label, build, cand=None, base=None):
         print(f"  running {name}: {label}", flush=True)
         r = run_row(workload, batch, build, timed)
-        r.update(workload=name, label=label, predicted=cand.predicted_peak_bytes if cand else None,
-                 predicted_time=(1 + cand.predicted_time_overhead) if cand else None)
+        r.update(
+            workload=name,
+            label=label,
+            predicted=cand.predicted_peak_bytes if cand else None,
+            predicted_time=(1 + cand.predicted_time_overhead) if cand else None,
+        )
         rows.append(r)
 
     add("baseline", plain(workload))
-    add("checkpoint_sequential", lambda m, o: PlannedStep(
-        with_checkpoint_sequential(m, blocks_attr), o, workload.loss_fn, None))
+    add(
+        "checkpoint_sequential",
+        lambda m, o: PlannedStep(
+            with_checkpoint_sequential(m, blocks_attr), o, workload.loss_fn, None
+        ),
+    )
     start = time.perf_counter()
     p_exact = plan(workload, NOTHING_FITS, batch, exact=True, reserve_bytes=0, allow_offload=False)
     print(f"  plan (exact) took {time.perf_counter() - start:.1f} s", flush=True)
@@ -143,14 +155,23 @@ def bench_workload(name: str, batch: int, blocks_attr: str, timed: int, lossy: b
     add(f"memfit exact tightest: {c.settings.label()}", from_settings(workload, c.settings), c)
     c15 = tightest(p_exact, exact=True, max_overhead=0.5)
     if c15.settings.label() != c.settings.label():
-        add(f"memfit exact <=1.5x: {c15.settings.label()}", from_settings(workload, c15.settings), c15)
+        add(
+            f"memfit exact <=1.5x: {c15.settings.label()}",
+            from_settings(workload, c15.settings),
+            c15,
+        )
     if lossy:
         start = time.perf_counter()
-        p_lossy = plan(workload, NOTHING_FITS, batch, exact=False, reserve_bytes=0,
-                       allow_offload=False)
+        p_lossy = plan(
+            workload, NOTHING_FITS, batch, exact=False, reserve_bytes=0, allow_offload=False
+        )
         print(f"  plan (lossy) took {time.perf_counter() - start:.1f} s", flush=True)
         cl = tightest(p_lossy, exact=False)
-        add(f"memfit lossy tightest: {cl.settings.label()}", from_settings(workload, cl.settings), cl)
+        add(
+            f"memfit lossy tightest: {cl.settings.label()}",
+            from_settings(workload, cl.settings),
+            cl,
+        )
     return rows
 
 
@@ -162,9 +183,10 @@ def digits_accuracy(steps: int) -> list[tuple[str, float, float]]:
     p = plan(workload, NOTHING_FITS, batch, exact=False, reserve_bytes=0, allow_offload=False)
     lossy = tightest(p, exact=False)
     out = []
-    for label, build in [("baseline fp32 Adam", plain(workload)),
-                         (f"lossy tightest: {lossy.settings.label()}",
-                          from_settings(workload, lossy.settings))]:
+    for label, build in [
+        ("baseline fp32 Adam", plain(workload)),
+        (f"lossy tightest: {lossy.settings.label()}", from_settings(workload, lossy.settings)),
+    ]:
         torch.manual_seed(0)
         model = workload.build_model()
         model.train()
@@ -175,7 +197,7 @@ def digits_accuracy(steps: int) -> list[tuple[str, float, float]]:
         while done < steps:
             perm = torch.randperm(len(x_train), generator=order)
             for i in range(0, len(perm) - batch + 1, batch):
-                idx = perm[i:i + batch]
+                idx = perm[i : i + batch]
                 step((x_train[idx], y_train[idx]))
                 done += 1
                 if done == steps:
@@ -204,27 +226,35 @@ def main() -> None:
         rows += bench_workload(name, batch, attr, timed, lossy)
 
     print("\nPeak memory at the same effective batch (Adam; MB = 10^6 bytes)")
-    header = ("| workload | method | tracker peak MB | vs baseline | process peak MB | vs baseline "
-              "| model states MB | working MB | working vs baseline | predicted MB | step s "
-              "| time vs baseline | predicted time |")
+    header = (
+        "| workload | method | tracker peak MB | vs baseline | process peak MB | vs baseline "
+        "| model states MB | working MB | working vs baseline | predicted MB | step s "
+        "| time vs baseline | predicted time |"
+    )
     print(header)
     print("|---|---|" + "---:|" * 11)
     for r in rows:
         base = next(b for b in rows if b["workload"] == r["workload"] and b["label"] == "baseline")
         work, base_work = r["peak"] - r["states"], base["peak"] - base["states"]
         pred_t = "-" if r["predicted_time"] is None else f"{r['predicted_time']:.2f}x"
-        print(f"| {r['workload']} | {r['label']} | {mb(r['peak'])} | {base['peak'] / r['peak']:.1f}x "
-              f"| {mb(r['process'])} | {base['process'] / r['process']:.1f}x | {mb(r['states'])} "
-              f"| {mb(work)} | {base_work / max(work, 1):.1f}x | {mb(r['predicted'])} "
-              f"| {r['step_s']:.3f} | {r['step_s'] / base['step_s']:.2f}x | {pred_t} |")
+        print(
+            f"| {r['workload']} | {r['label']} | {mb(r['peak'])} | {base['peak'] / r['peak']:.1f}x "
+            f"| {mb(r['process'])} | {base['process'] / r['process']:.1f}x | {mb(r['states'])} "
+            f"| {mb(work)} | {base_work / max(work, 1):.1f}x | {mb(r['predicted'])} "
+            f"| {r['step_s']:.3f} | {r['step_s'] / base['step_s']:.2f}x | {pred_t} |"
+        )
     for name, _, _ in CASES:
         base = next(b for b in rows if b["workload"] == name and b["label"] == "baseline")
-        print(f"{name}: baseline peak / model states (bound on any exact ratio) = "
-              f"{base['peak'] / base['states']:.1f}x")
+        print(
+            f"{name}: baseline peak / model states (bound on any exact ratio) = "
+            f"{base['peak'] / base['states']:.1f}x"
+        )
 
     steps = 40 if args.quick else 100
-    print(f"\nAccuracy cost of the tightest lossy plan: digits CNN, {steps} steps of batch 64, "
-          "same seed and data order")
+    print(
+        f"\nAccuracy cost of the tightest lossy plan: digits CNN, {steps} steps of batch 64, "
+        "same seed and data order"
+    )
     print("| training | test accuracy | train s |")
     print("|---|---:|---:|")
     for label, acc, seconds in digits_accuracy(steps):

@@ -35,14 +35,12 @@ from memfit.planner import plan
 
 WORKING_SHARE = 0.3
 STEPS_PER_TRIAL = 3
-CASES = [("mlp", {"depth": 8, "width": 1024}, 4096), ("wrn-28-2", {}, 128),
-         ("transformer", {}, 16)]
+CASES = [("mlp", {"depth": 8, "width": 1024}, 4096), ("wrn-28-2", {}, 128), ("transformer", {}, 16)]
 
 
 def process_step_bytes(model, optimizer, batch, run) -> int:
     """RSS high-water mark over `run()`, less the non-tensor memory held before it."""
-    state = [v for s in optimizer.state.values() for v in s.values()
-             if isinstance(v, torch.Tensor)]
+    state = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     gc.collect()
     before = tensors_bytes([*model.parameters(), *model.buffers(), *state, *batch])
     process = ProcessPeak("cpu")
@@ -116,8 +114,11 @@ def main() -> None:
         # Gradients are as big as the parameters (all trainable here), whatever the peak's phase.
         states = 2 * baseline.categories["parameters"] + baseline.categories["optimizer"]
         budget = int(states + WORKING_SHARE * (baseline.peak_bytes - states))
-        print(f"  {name}: baseline peak {baseline.peak_bytes / 1e6:.1f} MB, "
-              f"budget {budget / 1e6:.1f} MB", flush=True)
+        print(
+            f"  {name}: baseline peak {baseline.peak_bytes / 1e6:.1f} MB, "
+            f"budget {budget / 1e6:.1f} MB",
+            flush=True,
+        )
         start = time.perf_counter()
         found, trials, history = finder(workload, target, budget)
         finder_s = time.perf_counter() - start
@@ -126,22 +127,40 @@ def main() -> None:
         p = plan(workload, budget, target, reserve_bytes=0)
         plan_s = time.perf_counter() - start
         tracked, process = measure_plan(workload, p, target)
-        rows.append((name, target, baseline.peak_bytes, budget, found, trials, finder_s, p,
-                     plan_s, tracked, process))
+        rows.append(
+            (
+                name,
+                target,
+                baseline.peak_bytes,
+                budget,
+                found,
+                trials,
+                finder_s,
+                p,
+                plan_s,
+                tracked,
+                process,
+            )
+        )
 
-    print("\nTime to an answer that fits (MB = 10^6 bytes; budget = model states + "
-          f"{WORKING_SHARE:.0%} of the plain step's working memory)")
-    print("| workload | target batch | baseline peak MB | budget MB | finder batch | finder trials "
-          "| finder s | memfit plan | plan s | speed-up | predicted MB | measured MB (tracker) "
-          "| measured MB (process) | in budget |")
+    print(
+        "\nTime to an answer that fits (MB = 10^6 bytes; budget = model states + "
+        f"{WORKING_SHARE:.0%} of the plain step's working memory)"
+    )
+    print(
+        "| workload | target batch | baseline peak MB | budget MB | finder batch | finder trials "
+        "| finder s | memfit plan | plan s | speed-up | predicted MB | measured MB (tracker) "
+        "| measured MB (process) | in budget |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
-    for (name, target, base, budget, found, trials, finder_s, p, plan_s, tracked,
-         process) in rows:
+    for name, target, base, budget, found, trials, finder_s, p, plan_s, tracked, process in rows:
         inside = "yes" if p.fits and tracked <= budget and process <= budget else "NO"
-        print(f"| {name} | {target} | {base / 1e6:.1f} | {budget / 1e6:.1f} | {found} | {trials} "
-              f"| {finder_s:.1f} | {p.settings.label()} | {plan_s:.1f} | {finder_s / plan_s:.1f}x "
-              f"| {p.predicted_peak_bytes / 1e6:.1f} | {tracked / 1e6:.1f} | {process / 1e6:.1f} "
-              f"| {inside} |")
+        print(
+            f"| {name} | {target} | {base / 1e6:.1f} | {budget / 1e6:.1f} | {found} | {trials} "
+            f"| {finder_s:.1f} | {p.settings.label()} | {plan_s:.1f} | {finder_s / plan_s:.1f}x "
+            f"| {p.predicted_peak_bytes / 1e6:.1f} | {tracked / 1e6:.1f} | {process / 1e6:.1f} "
+            f"| {inside} |"
+        )
 
 
 if __name__ == "__main__":

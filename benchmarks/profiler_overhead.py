@@ -42,8 +42,10 @@ def plain_step_s(workload, batch_size: int) -> float:
 
 
 def main() -> None:
-    header = (f"{'workload':<12} {'batch':>5} {'tracker MB':>10} {'process MB':>10} "
-              f"{'proc/trk':>8} {'plain s':>8} {'tracked s':>9} {'overhead':>8}")
+    header = (
+        f"{'workload':<12} {'batch':>5} {'tracker MB':>10} {'process MB':>10} "
+        f"{'proc/trk':>8} {'plain s':>8} {'tracked s':>9} {'overhead':>8}"
+    )
     print(header)
     print("-" * len(header))
     ratios, overheads = [], []
@@ -55,10 +57,14 @@ def main() -> None:
         overhead = p.step_time_s / plain
         ratios.append(ratio)
         overheads.append(overhead)
-        print(f"{name:<12} {batch:>5} {p.peak_bytes / 1e6:>10.1f} {p.process_step_bytes / 1e6:>10.1f} "
-              f"{ratio:>8.2f} {plain:>8.3f} {p.step_time_s:>9.3f} {overhead:>7.2f}x")
-    print(f"\nmedian process/tracker ratio {statistics.median(ratios):.2f}; "
-          f"median tracked/plain time {statistics.median(overheads):.2f}x")
+        print(
+            f"{name:<12} {batch:>5} {p.peak_bytes / 1e6:>10.1f} {p.process_step_bytes / 1e6:>10.1f} "
+            f"{ratio:>8.2f} {plain:>8.3f} {p.step_time_s:>9.3f} {overhead:>7.2f}x"
+        )
+    print(
+        f"\nmedian process/tracker ratio {statistics.median(ratios):.2f}; "
+        f"median tracked/plain time {statistics.median(overheads):.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def changed_values(old: pd.Series, new: pd.Series) -> int:
     old_missing, new_missing = old.isna().to_numpy(), new.isna().to_numpy()
     flipped = int((old_missing != new_missing).sum())
     keep = ~(old_missing | new_missing)
-    if ptypes.is_numeric_dtype(old.dtype) and ptypes.is_numeric_dtype(new.dtype) \
-            and not isinstance(new.dtype, pd.CategoricalDtype):
+    if (
+        ptypes.is_numeric_dtype(old.dtype)
+        and ptypes.is_numeric_dtype(new.dtype)
+        and not isinstance(new.dtype, pd.CategoricalDtype)
+    ):
         a = old.to_numpy(dtype=np.float64, na_value=np.nan)[keep]
         b = new.to_numpy(dtype=np.float64, na_value=np.nan)[keep]
         return flipped + int((a != b).sum())
@@ -78,27 +81,32 @@ def generated_tables(rows: int, seed: int = 0) -> dict[str, pd.DataFrame]:
     words = np.array([f"category_{i}" for i in range(40)])
     quantity = rng.poisson(3, rows).astype(float)
     quantity[rng.random(rows) < 0.1] = np.nan
-    sales = pd.DataFrame({
-        "order_id": np.arange(rows, dtype=np.int64) + 10_000_000,
-        "store_id": rng.integers(0, 120, rows),
-        "price": np.round(rng.gamma(2.0, 30.0, rows), 2),
-        "quantity": quantity,
-        "discount": rng.choice([0.0, 0.5, 0.25, 0.125], rows),
-        "category": words[rng.integers(0, len(words), rows)],
-        "sku": np.char.add("SKU-", rng.integers(0, rows, rows).astype(str)),
-        "ordered_at": pd.Timestamp("2024-01-01")
-        + pd.to_timedelta(rng.integers(0, 365 * 86400, rows), unit="s"),
-    })
-    events = pd.DataFrame({
-        "user_id": rng.integers(0, 5_000_000_000, rows),
-        "lat": rng.uniform(-90, 90, rows),
-        "lon": rng.uniform(-180, 180, rows),
-        "clicks": rng.integers(0, 40_000, rows),
-        "event": pd.Series(rng.choice(["view", "click", "buy", "leave"], rows), dtype=object),
-        "session": pd.Series(np.char.add("s", rng.integers(0, rows // 2, rows).astype(str)),
-                             dtype=object),
-        "is_mobile": rng.random(rows) < 0.6,
-    })
+    sales = pd.DataFrame(
+        {
+            "order_id": np.arange(rows, dtype=np.int64) + 10_000_000,
+            "store_id": rng.integers(0, 120, rows),
+            "price": np.round(rng.gamma(2.0, 30.0, rows), 2),
+            "quantity": quantity,
+            "discount": rng.choice([0.0, 0.5, 0.25, 0.125], rows),
+            "category": words[rng.integers(0, len(words), rows)],
+            "sku": np.char.add("SKU-", rng.integers(0, rows, rows).astype(str)),
+            "ordered_at": pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(rng.integers(0, 365 * 86400, rows), unit="s"),
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 5_000_000_000, rows),
+            "lat": rng.uniform(-90, 90, rows),
+            "lon": rng.uniform(-180, 180, rows),
+            "clicks": rng.integers(0, 40_000, rows),
+            "event": pd.Series(rng.choice(["view", "click", "buy", "leave"], rows), dtype=object),
+            "session": pd.Series(
+                np.char.add("s", rng.integers(0, rows // 2, rows).astype(str)), dtype=object
+            ),
+            "is_mobile": rng.random(rows) < 0.6,
+        }
+    )
     return {"sales (generated)": sales, "events (generated)": events}
 
 
@@ -124,8 +132,10 @@ def measure(name: str, df: pd.DataFrame, repeat: int) -> dict:
         memfit_times.append(time.perf_counter() - start)
     ours = result.frame
     before = df.memory_usage(deep=True, index=False)
-    at_return = (int(seed_out.memory_usage(deep=True, index=False).sum()),
-                 int(ours.memory_usage(deep=True, index=False).sum()))
+    at_return = (
+        int(seed_out.memory_usage(deep=True, index=False).sum()),
+        int(ours.memory_usage(deep=True, index=False).sum()),
+    )
     look_up_once(seed_out)
     look_up_once(ours)
     seed_after = seed_out.memory_usage(deep=True, index=False)
@@ -137,15 +147,21 @@ def measure(name: str, df: pd.DataFrame, repeat: int) -> dict:
     ours_changed += sum(changed_values(df[c], with_float16[c]) for c in df.columns)
     eligible = [c for c in df.columns if seed_changed[c] == 0]
     return {
-        "table": name, "rows": len(df), "before": int(before.sum()),
-        "seed_after": int(seed_after.sum()), "ours_after": int(ours_after.sum()),
-        "seed_at_return": at_return[0], "ours_at_return": at_return[1],
+        "table": name,
+        "rows": len(df),
+        "before": int(before.sum()),
+        "seed_after": int(seed_after.sum()),
+        "ours_after": int(ours_after.sum()),
+        "seed_at_return": at_return[0],
+        "ours_at_return": at_return[1],
         "ours_f16_after": int(with_float16.memory_usage(deep=True, index=False).sum()),
         "seed_eligible_after": int(seed_after[eligible].sum()),
         "ours_eligible_after": int(ours_after[eligible].sum()),
         "eligible_before": int(before[eligible].sum()),
-        "seed_changed": sum(seed_changed.values()), "ours_changed": ours_changed,
-        "seed_s": min(seed_times), "ours_s": min(memfit_times),
+        "seed_changed": sum(seed_changed.values()),
+        "ours_changed": ours_changed,
+        "seed_s": min(seed_times),
+        "ours_s": min(memfit_times),
     }
 
 
@@ -157,28 +173,47 @@ def main() -> None:
     tables = {**generated_tables(args.rows), **sklearn_tables()}
     rows = [measure(name, df, args.repeat) for name, df in tables.items()]
     mb = 1e6
-    table = Table(title=f"shrink vs reduce_mem_usage (pandas {pd.__version__}, {args.rows:,} "
-                        f"generated rows, best of {args.repeat})")
-    for col in ("table", "before MB", "seed MB at return / in use", "memfit MB at return / in use",
-                "memfit float16=True MB in use", "eligible cols seed/memfit", "seed changed",
-                "memfit changed", "seed s", "memfit s", "speedup"):
+    table = Table(
+        title=f"shrink vs reduce_mem_usage (pandas {pd.__version__}, {args.rows:,} "
+        f"generated rows, best of {args.repeat})"
+    )
+    for col in (
+        "table",
+        "before MB",
+        "seed MB at return / in use",
+        "memfit MB at return / in use",
+        "memfit float16=True MB in use",
+        "eligible cols seed/memfit",
+        "seed changed",
+        "memfit changed",
+        "seed s",
+        "memfit s",
+        "speedup",
+    ):
         table.add_column(col, justify="left" if col == "table" else "right")
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "table"}
     for r in [*rows, {**total, "table": "all"}]:
         table.add_row(
-            r["table"], f"{r['before'] / mb:.2f}",
+            r["table"],
+            f"{r['before'] / mb:.2f}",
             f"{r['seed_at_return'] / mb:.2f} / {r['seed_after'] / mb:.2f}",
             f"{r['ours_at_return'] / mb:.2f} / {r['ours_after'] / mb:.2f}",
             f"{r['ours_f16_after'] / mb:.2f}",
             f"{r['seed_eligible_after'] / max(r['ours_eligible_after'], 1):.2f}x",
-            f"{r['seed_changed']:,}", f"{r['ours_changed']:,}", f"{r['seed_s']:.3f}",
-            f"{r['ours_s']:.3f}", f"{r['seed_s'] / r['ours_s']:.2f}x")
+            f"{r['seed_changed']:,}",
+            f"{r['ours_changed']:,}",
+            f"{r['seed_s']:.3f}",
+            f"{r['ours_s']:.3f}",
+            f"{r['seed_s'] / r['ours_s']:.2f}x",
+        )
     Console(width=160).print(table)
-    print("Memory is deep (Python objects included), index excluded. 'in use': after one "
-          "lookup per categorical column, which builds pandas' hash table of its categories.\n"
-          "eligible cols: the columns the baseline left exact; ratio = baseline bytes / memfit "
-          "bytes in use (>= 1.00x: memfit at least as small). 'memfit changed' counts both "
-          "memfit runs.")
+    print(
+        "Memory is deep (Python objects included), index excluded. 'in use': after one "
+        "lookup per categorical column, which builds pandas' hash table of its categories.\n"
+        "eligible cols: the columns the baseline left exact; ratio = baseline bytes / memfit "
+        "bytes in use (>= 1.00x: memfit at least as small). 'memfit changed' counts both "
+        "memfit runs."
+    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,14 @@ def test_run_demo_exit_code_follows_the_budget(monkeypatch, story) -> None:
     result, _ = story
     monkeypatch.setattr("memfit.demo.demo_story", lambda *a, **k: result)
     assert run_demo("unused.png") == 0
-    over = DemoResult(**{**vars(result), "planned": type(result.planned)(
-        **{**vars(result.planned), "peak_bytes": result.budget_bytes + 1})})
+    over = DemoResult(
+        **{
+            **vars(result),
+            "planned": type(result.planned)(
+                **{**vars(result.planned), "peak_bytes": result.budget_bytes + 1}
+            ),
+        }
+    )
     monkeypatch.setattr("memfit.demo.demo_story", lambda *a, **k: over)
     assert run_demo("unused.png") == 1
 
@@ -77,6 +83,7 @@ def test_run_demo_exit_code_follows_the_budget(monkeypatch, story) -> None:
 def test_before_after_chart_writes_png(tmp_path: Path) -> None:
     before = {"parameters": 1_000_000, "activations": 8_000_000}
     after = {"parameters": 1_000_000, "activations": 500_000}
-    path = plot_before_after([("before", before), ("after", after)], tmp_path / "c.png",
-                             budget_bytes=2_000_000)
+    path = plot_before_after(
+        [("before", before), ("after", after)], tmp_path / "c.png", budget_bytes=2_000_000
+    )
     assert path.read_bytes()[:8] == PNG_MAGIC

@@ -7,9 +7,19 @@ from memfit import zoo
 from memfit.optim import make_optimizer
 from memfit.planner import plan
 
-CONTRACT_KEYS = {"budget_bytes", "fits", "baseline_peak_bytes", "predicted_peak_bytes",
-                 "micro_batch_size", "accumulation_steps", "checkpointed", "precision",
-                 "optimizer_state", "predicted_time_overhead", "techniques"}
+CONTRACT_KEYS = {
+    "budget_bytes",
+    "fits",
+    "baseline_peak_bytes",
+    "predicted_peak_bytes",
+    "micro_batch_size",
+    "accumulation_steps",
+    "checkpointed",
+    "precision",
+    "optimizer_state",
+    "predicted_time_overhead",
+    "techniques",
+}
 
 
 def _measured_peak(p, workload, steps=2):
@@ -65,8 +75,9 @@ def test_nothing_fits_reports_the_smallest_peak_and_the_shortfall():
     w = zoo.get("mlp", depth=4, width=1024, inputs=1024)
     p = plan(w, "5MB", batch_size=64, reserve_bytes=0, allow_offload=False)
     assert not p.fits
-    assert p.predicted_peak_bytes == min(c.predicted_peak_bytes
-                                         for c in [p.chosen, *p.alternatives])
+    assert p.predicted_peak_bytes == min(
+        c.predicted_peak_bytes for c in [p.chosen, *p.alternatives]
+    )
     assert p.shortfall_bytes == p.predicted_peak_bytes - p.usable_bytes
     assert p.to_dict()["fits"] is False
 

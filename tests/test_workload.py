@@ -10,7 +10,12 @@ from memfit.workload import Workload, load_workload, parse_overrides
 
 def test_overrides_are_typed():
     assert parse_overrides("depth=32,width=2048,activation=gelu,flag=true,lr=0.5") == {
-        "depth": 32, "width": 2048, "activation": "gelu", "flag": True, "lr": 0.5}
+        "depth": 32,
+        "width": 2048,
+        "activation": "gelu",
+        "flag": True,
+        "lr": 0.5,
+    }
 
 
 def test_zoo_spec_with_overrides_builds_that_model():
@@ -20,15 +25,18 @@ def test_zoo_spec_with_overrides_builds_that_model():
     assert model.blocks[1].linear.weight.shape == (16, 16)
 
 
-@pytest.mark.parametrize("spec,needle", [
-    ("zoo:nosuch", "mlp, cnn"),
-    ("zoo:mlp:depht=3", "depth=8"),
-    ("zoo:mlp:depth", "key=value"),
-    ("zoo:transformer:d_model=100,heads=3", "divisible"),
-    ("nofile.py:make", "does not exist"),
-    ("json:nosuchfunction", "no function"),
-    ("justaname", "zoo:NAME"),
-])
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("zoo:nosuch", "mlp, cnn"),
+        ("zoo:mlp:depht=3", "depth=8"),
+        ("zoo:mlp:depth", "key=value"),
+        ("zoo:transformer:d_model=100,heads=3", "divisible"),
+        ("nofile.py:make", "does not exist"),
+        ("json:nosuchfunction", "no function"),
+        ("justaname", "zoo:NAME"),
+    ],
+)
 def test_bad_specs_are_one_clear_error(spec, needle):
     with pytest.raises(WorkloadError, match=needle):
         load_workload(spec)
@@ -60,7 +68,8 @@ def test_transformer_ties_embeddings():
 
 def test_user_file_returning_workload_or_module(tmp_path):
     path = tmp_path / "mine.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         import torch
         from memfit.workload import Workload
 
@@ -71,7 +80,8 @@ def test_user_file_returning_workload_or_module(tmp_path):
             return Workload(name="mine", build_model=lambda: net(),
                             make_batch=lambda b, d="cpu": (torch.randn(b, 3), None),
                             loss_fn=lambda out, _t: out.sum())
-    """))
+    """)
+    )
     w = load_workload(f"{path}:work")
     assert isinstance(w, Workload) and w.name == "mine"
     with pytest.raises(WorkloadError, match="input-shape"):

@@ -11,8 +11,18 @@ from dataclasses import dataclass
 
 from memfit.errors import BudgetError
 
-_DECIMAL = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6,
-            "G": 10**9, "GB": 10**9, "T": 10**12, "TB": 10**12}
+_DECIMAL = {
+    "": 1,
+    "B": 1,
+    "K": 10**3,
+    "KB": 10**3,
+    "M": 10**6,
+    "MB": 10**6,
+    "G": 10**9,
+    "GB": 10**9,
+    "T": 10**12,
+    "TB": 10**12,
+}
 _BINARY = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
@@ -47,8 +57,11 @@ class Budget:
         key = text.strip().lower()
         if key in PRESETS:
             preset = PRESETS[key]
-            return preset if device is None else cls(preset.bytes, device, preset.name,
-                                                     preset.description)
+            return (
+                preset
+                if device is None
+                else cls(preset.bytes, device, preset.name, preset.description)
+            )
         match = _SIZE.match(text)
         if match:
             number, unit = float(match.group(1)), match.group(2).upper()
@@ -89,30 +102,33 @@ _GB, _GIB = 10**9, 2**30
 # Sizes as the vendors or platforms state them; GPU memory in binary units where
 # the card is sold that way (a "16 GB" T4 reports 15.1 GiB usable after ECC etc.,
 # but the budget is the nominal size; the planner keeps its own safety margin).
-PRESETS: dict[str, Budget] = {b.name: b for b in [
-    _preset("colab", 12 * _GB, "cpu", "Google Colab free tier, system RAM"),
-    _preset("colab-highram", 25.51 * _GB, "cpu", "Google Colab high-RAM runtime"),
-    _preset("kaggle-cpu", 16 * _GB, "cpu", "Kaggle notebook without accelerator, RAM"),
-    _preset("kaggle-gpu", 13 * _GB, "cpu", "Kaggle notebook with GPU, system RAM"),
-    _preset("laptop-8gb", 8 * _GB, "cpu", "laptop with 8 GB RAM"),
-    _preset("laptop-16gb", 16 * _GB, "cpu", "laptop with 16 GB RAM"),
-    _preset("laptop-32gb", 32 * _GB, "cpu", "laptop with 32 GB RAM"),
-    _preset("raspberry-pi-4gb", 4 * _GB, "cpu", "Raspberry Pi 4 Model B, 4 GB"),
-    _preset("raspberry-pi-8gb", 8 * _GB, "cpu", "Raspberry Pi 4/5, 8 GB"),
-    _preset("jetson-nano", 4 * _GB, "gpu", "NVIDIA Jetson Nano, 4 GB shared CPU/GPU"),
-    _preset("t4", 16 * _GIB, "gpu", "NVIDIA T4 (Colab, Kaggle GPU)"),
-    _preset("p100", 16 * _GIB, "gpu", "NVIDIA P100 (Kaggle GPU)"),
-    _preset("v100", 16 * _GIB, "gpu", "NVIDIA V100 16 GB"),
-    _preset("rtx3060", 12 * _GIB, "gpu", "NVIDIA GeForce RTX 3060 12 GB"),
-    _preset("rtx3090", 24 * _GIB, "gpu", "NVIDIA GeForce RTX 3090"),
-    _preset("rtx4090", 24 * _GIB, "gpu", "NVIDIA GeForce RTX 4090"),
-    _preset("l4", 24 * _GIB, "gpu", "NVIDIA L4"),
-    _preset("a10g", 24 * _GIB, "gpu", "NVIDIA A10G"),
-    _preset("a100-40gb", 40 * _GIB, "gpu", "NVIDIA A100 40 GB"),
-    _preset("a100-80gb", 80 * _GIB, "gpu", "NVIDIA A100 80 GB"),
-    _preset("h100", 80 * _GIB, "gpu", "NVIDIA H100 80 GB"),
-    _preset("h200", 141 * _GB, "gpu", "NVIDIA H200 141 GB"),
-]}
+PRESETS: dict[str, Budget] = {
+    b.name: b
+    for b in [
+        _preset("colab", 12 * _GB, "cpu", "Google Colab free tier, system RAM"),
+        _preset("colab-highram", 25.51 * _GB, "cpu", "Google Colab high-RAM runtime"),
+        _preset("kaggle-cpu", 16 * _GB, "cpu", "Kaggle notebook without accelerator, RAM"),
+        _preset("kaggle-gpu", 13 * _GB, "cpu", "Kaggle notebook with GPU, system RAM"),
+        _preset("laptop-8gb", 8 * _GB, "cpu", "laptop with 8 GB RAM"),
+        _preset("laptop-16gb", 16 * _GB, "cpu", "laptop with 16 GB RAM"),
+        _preset("laptop-32gb", 32 * _GB, "cpu", "laptop with 32 GB RAM"),
+        _preset("raspberry-pi-4gb", 4 * _GB, "cpu", "Raspberry Pi 4 Model B, 4 GB"),
+        _preset("raspberry-pi-8gb", 8 * _GB, "cpu", "Raspberry Pi 4/5, 8 GB"),
+        _preset("jetson-nano", 4 * _GB, "gpu", "NVIDIA Jetson Nano, 4 GB shared CPU/GPU"),
+        _preset("t4", 16 * _GIB, "gpu", "NVIDIA T4 (Colab, Kaggle GPU)"),
+        _preset("p100", 16 * _GIB, "gpu", "NVIDIA P100 (Kaggle GPU)"),
+        _preset("v100", 16 * _GIB, "gpu", "NVIDIA V100 16 GB"),
+        _preset("rtx3060", 12 * _GIB, "gpu", "NVIDIA GeForce RTX 3060 12 GB"),
+        _preset("rtx3090", 24 * _GIB, "gpu", "NVIDIA GeForce RTX 3090"),
+        _preset("rtx4090", 24 * _GIB, "gpu", "NVIDIA GeForce RTX 4090"),
+        _preset("l4", 24 * _GIB, "gpu", "NVIDIA L4"),
+        _preset("a10g", 24 * _GIB, "gpu", "NVIDIA A10G"),
+        _preset("a100-40gb", 40 * _GIB, "gpu", "NVIDIA A100 40 GB"),
+        _preset("a100-80gb", 80 * _GIB, "gpu", "NVIDIA A100 80 GB"),
+        _preset("h100", 80 * _GIB, "gpu", "NVIDIA H100 80 GB"),
+        _preset("h200", 141 * _GB, "gpu", "NVIDIA H200 141 GB"),
+    ]
+}
 
 
 def smallest_preset_that_fits(need_bytes: int, device: str | None = None) -> Budget | None:

@@ -139,64 +139,106 @@ def demo_story(
         torch.set_num_threads(threads)
 
 
-def _story(plot_path: Path, console: Console, channels: int, batch_size: int, epochs: int,
-           lr: float, seed: int) -> DemoResult:
+def _story(
+    plot_path: Path,
+    console: Console,
+    channels: int,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+) -> DemoResult:
     start = time.perf_counter()
     workload = zoo.get("cnn", channels=channels)
     x_train, y_train, x_test, y_test = workload.load_data()
     console.rule(f"[bold]memfit demo: train a digits CNN in 1/{BUDGET_DIVISOR} of its memory")
-    console.print(f"Real data: scikit-learn's handwritten digits, {len(x_train)} training and "
-                  f"{len(x_test)} test images of 8x8 pixels (bundled, nothing downloaded).\n"
-                  f"Model: {workload.description}; {OPTIMIZER}, batch {batch_size}; "
-                  f"{THREADS} CPU thread (the convolutions are too small to share).")
+    console.print(
+        f"Real data: scikit-learn's handwritten digits, {len(x_train)} training and "
+        f"{len(x_test)} test images of 8x8 pixels (bundled, nothing downloaded).\n"
+        f"Model: {workload.description}; {OPTIMIZER}, batch {batch_size}; "
+        f"{THREADS} CPU thread (the convolutions are too small to share)."
+    )
 
     console.rule("1 · where the baseline step's memory goes")
     base = _profile_elsewhere(channels, batch_size, seed)
-    console.print(category_table(base, title=f"baseline training step, batch {batch_size} "
-                                 f"(measured)"))
+    console.print(
+        category_table(base, title=f"baseline training step, batch {batch_size} (measured)")
+    )
     acts = base.categories["activations"] / max(base.peak_bytes, 1)
-    console.print(f"The peak ({format_bytes(base.peak_bytes)}) comes in the {base.peak_phase} "
-                  f"pass, and activations are {100 * acts:.0f}% of it: exact techniques "
-                  "(micro-batching, checkpointing) can cut them without changing the maths.")
+    console.print(
+        f"The peak ({format_bytes(base.peak_bytes)}) comes in the {base.peak_phase} "
+        f"pass, and activations are {100 * acts:.0f}% of it: exact techniques "
+        "(micro-batching, checkpointing) can cut them without changing the maths."
+    )
 
     console.rule("2 · the budget")
-    budget = Budget(base.peak_bytes // BUDGET_DIVISOR, "cpu", "demo",
-                    f"1/{BUDGET_DIVISOR} of the baseline peak")
-    console.print(f"Budget: one {_ordinal(BUDGET_DIVISOR)} of the measured peak = "
-                  f"[bold]{budget.bytes:,} bytes[/bold] ({format_bytes(budget.bytes)}).\n"
-                  "It is planned with reserve_bytes=0: the budget covers the training step's "
-                  "tensors (parameters, gradients, optimizer state, activations, inputs), "
-                  "not the Python interpreter and libraries around them.")
+    budget = Budget(
+        base.peak_bytes // BUDGET_DIVISOR, "cpu", "demo", f"1/{BUDGET_DIVISOR} of the baseline peak"
+    )
+    console.print(
+        f"Budget: one {_ordinal(BUDGET_DIVISOR)} of the measured peak = "
+        f"[bold]{budget.bytes:,} bytes[/bold] ({format_bytes(budget.bytes)}).\n"
+        "It is planned with reserve_bytes=0: the budget covers the training step's "
+        "tensors (parameters, gradients, optimizer state, activations, inputs), "
+        "not the Python interpreter and libraries around them."
+    )
 
     console.rule("3 · the plan")
     t0 = time.perf_counter()
     the_plan = plan(workload, budget, batch_size, optimizer=OPTIMIZER, reserve_bytes=0)
     plan_s = time.perf_counter() - t0
     print_plan(the_plan, console)
-    console.print(f"(planned in {plan_s:.1f} s from fake-tensor runs: nothing of the model's "
-                  "size was allocated while searching)")
+    console.print(
+        f"(planned in {plan_s:.1f} s from fake-tensor runs: nothing of the model's "
+        "size was allocated while searching)"
+    )
     if not the_plan.fits:
-        console.print("[bold red]No combination fits this budget; the demo trains under the "
-                      "closest one to show how far over it lands.[/bold red]")
+        console.print(
+            "[bold red]No combination fits this budget; the demo trains under the "
+            "closest one to show how far over it lands.[/bold red]"
+        )
     elif not the_plan.settings.exact:
-        console.print("[yellow]No exact combination fits: the plan uses lossy techniques "
-                      f"({', '.join(the_plan.techniques)}), so accuracy may move.[/yellow]")
+        console.print(
+            "[yellow]No exact combination fits: the plan uses lossy techniques "
+            f"({', '.join(the_plan.techniques)}), so accuracy may move.[/yellow]"
+        )
 
     console.rule(f"4 · training {epochs} epochs, same initial weights, same batches")
-    baseline, planned = _train_both(workload, the_plan, (x_train, y_train, x_test, y_test),
-                                    batch_size, epochs, lr, seed, console)
+    baseline, planned = _train_both(
+        workload,
+        the_plan,
+        (x_train, y_train, x_test, y_test),
+        batch_size,
+        epochs,
+        lr,
+        seed,
+        console,
+    )
 
     console.rule("5 · before and after")
-    result = DemoResult(workload=workload.name, batch_size=batch_size, epochs=epochs,
-                        budget=budget, baseline_profile=base, plan=the_plan, plan_s=plan_s,
-                        baseline=baseline, planned=planned, plot_path=plot_path,
-                        seconds=0.0)
+    result = DemoResult(
+        workload=workload.name,
+        batch_size=batch_size,
+        epochs=epochs,
+        budget=budget,
+        baseline_profile=base,
+        plan=the_plan,
+        plan_s=plan_s,
+        baseline=baseline,
+        planned=planned,
+        plot_path=plot_path,
+        seconds=0.0,
+    )
     console.print(_comparison_table(result))
     plot_before_after(
-        [(f"baseline\nbatch {batch_size}", baseline.categories),
-         (f"planned\n{the_plan.settings.label()}", planned.categories)],
-        plot_path, budget_bytes=budget.bytes,
-        title=f"digits CNN, batch {batch_size}: memory at the step's peak")
+        [
+            (f"baseline\nbatch {batch_size}", baseline.categories),
+            (f"planned\n{the_plan.settings.label()}", planned.categories),
+        ],
+        plot_path,
+        budget_bytes=budget.bytes,
+        title=f"digits CNN, batch {batch_size}: memory at the step's peak",
+    )
     result.seconds = time.perf_counter() - start
     _verdict(result, console)
     return result
@@ -211,14 +253,23 @@ def _profile_elsewhere(channels: int, batch_size: int, seed: int) -> MemoryProfi
     the 32-sample micro-batches alone, which would flatter the plan's time. The child keeps
     the setting to itself.
     """
-    code = ("import json, sys; from memfit import zoo; from memfit.measure.profile import "
-            "profile; c, b, s, o = sys.argv[1:5]; print(json.dumps(profile(zoo.get('cnn', "
-            "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict()))")
-    done = subprocess.run([sys.executable, "-c", code, str(channels), str(batch_size),
-                           str(seed), OPTIMIZER], capture_output=True, text=True, check=False,
-                          # The child imports memfit from wherever this process did.
-                          env={**os.environ, "OMP_NUM_THREADS": str(THREADS),
-                               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+    code = (
+        "import json, sys; from memfit import zoo; from memfit.measure.profile import "
+        "profile; c, b, s, o = sys.argv[1:5]; print(json.dumps(profile(zoo.get('cnn', "
+        "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(channels), str(batch_size), str(seed), OPTIMIZER],
+        capture_output=True,
+        text=True,
+        check=False,
+        # The child imports memfit from wherever this process did.
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": str(THREADS),
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        },
+    )
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no message"]
         raise MeasureError(f"profiling the baseline step failed: {tail[0]}")
@@ -275,12 +326,16 @@ class _Run:
         self.seconds += time.perf_counter() - start
 
     def result(self, x_test: torch.Tensor, y_test: torch.Tensor, batch_size: int) -> RunResult:
-        return RunResult(label=self.label, accuracy=_accuracy(self.model, x_test, y_test),
-                         peak_bytes=self.peak_bytes, categories=self.categories,
-                         # The median: a burst of load elsewhere spoils one update, not all.
-                         update_s=statistics.median(self.untracked_s_per_sample or [0.0])
-                         * batch_size,
-                         epoch_losses=self.epoch_losses, seconds=self.seconds)
+        return RunResult(
+            label=self.label,
+            accuracy=_accuracy(self.model, x_test, y_test),
+            peak_bytes=self.peak_bytes,
+            categories=self.categories,
+            # The median: a burst of load elsewhere spoils one update, not all.
+            update_s=statistics.median(self.untracked_s_per_sample or [0.0]) * batch_size,
+            epoch_losses=self.epoch_losses,
+            seconds=self.seconds,
+        )
 
 
 class _PlainRun(_Run):
@@ -306,8 +361,9 @@ class _PlainRun(_Run):
 class _PlannedRun(_Run):
     """The same model and optimizer changed by `plan.apply`; updates are `PlannedStep`s."""
 
-    def __init__(self, label: str, workload: Workload, lr: float, seed: int, the_plan: Plan,
-                 epochs: int):
+    def __init__(
+        self, label: str, workload: Workload, lr: float, seed: int, the_plan: Plan, epochs: int
+    ):
         super().__init__(label, workload, lr, seed)
         self.step = the_plan.apply(self.model, self.optimizer)
         # Once, when optimizer state exists (as in every update after the first).
@@ -321,20 +377,36 @@ class _PlannedRun(_Run):
             return self.step.measure_result(batch)
         # Every other epoch: `PlannedStep.measure`, memfit's own check of a planned step.
         loss, peak = self.step.measure(batch)
-        return loss, TrackerResult(peak_bytes=peak, peak_phase="", categories={},
-                                   phase_peaks={}, module_activations={}, module_forward_s={})
+        return loss, TrackerResult(
+            peak_bytes=peak,
+            peak_phase="",
+            categories={},
+            phase_peaks={},
+            module_activations={},
+            module_forward_s={},
+        )
 
 
-def _train_both(workload: Workload, the_plan: Plan, data, batch_size: int, epochs: int,
-                lr: float, seed: int, console: Console) -> tuple[RunResult, RunResult]:
+def _train_both(
+    workload: Workload,
+    the_plan: Plan,
+    data,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    seed: int,
+    console: Console,
+) -> tuple[RunResult, RunResult]:
     """Train the plain and the planned run epoch by epoch, in turns, on the same batches.
 
     Taking turns keeps the timing comparison fair on a shared machine: whatever else runs
     there slows both runs alike instead of whichever happened to go second.
     """
     x_train, y_train, x_test, y_test = data
-    runs = [_PlainRun("plain PyTorch", workload, lr, seed),
-            _PlannedRun("memfit plan", workload, lr, seed, the_plan, epochs)]
+    runs = [
+        _PlainRun("plain PyTorch", workload, lr, seed),
+        _PlannedRun("memfit plan", workload, lr, seed, the_plan, epochs),
+    ]
     steps_per_epoch = -(-len(x_train) // batch_size)
     with _progress(console) as bar:
         tasks = [bar.add_task(run.label, total=epochs * steps_per_epoch) for run in runs]
@@ -343,10 +415,16 @@ def _train_both(workload: Workload, the_plan: Plan, data, batch_size: int, epoch
             # Alternate who goes first, so neither always meets a warm cache.
             order = list(zip(runs, tasks, strict=True))
             for run, task in order if epoch % 2 == 0 else reversed(order):
+
                 def on_update(loss: float, run: _Run = run, task=task, epoch: int = epoch) -> None:
-                    bar.update(task, advance=1, description=(
-                        f"{run.label:<14} epoch {epoch + 1:>2}/{epochs} · loss {loss:.3f} · "
-                        f"peak {format_bytes(run.peak_bytes)}"))
+                    bar.update(
+                        task,
+                        advance=1,
+                        description=(
+                            f"{run.label:<14} epoch {epoch + 1:>2}/{epochs} · loss {loss:.3f} · "
+                            f"peak {format_bytes(run.peak_bytes)}"
+                        ),
+                    )
 
                 run.epoch(epoch, batches, on_update)
     plain, planned = (run.result(x_test, y_test, batch_size) for run in runs)
@@ -357,7 +435,7 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
     # Seeded per epoch, so both runs see exactly the same batches in the same order.
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     for start in range(0, len(x), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         yield x[idx], y[idx]
 
 
@@ -368,8 +446,14 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 # ---- the telling ---------------------------------------------------------------------------------
@@ -377,8 +461,10 @@ def _progress(console: Console) -> Progress:
 
 def _comparison_table(r: DemoResult) -> Table:
     b, p = r.baseline, r.planned
-    table = Table(title=f"{r.workload} on digits · batch {r.batch_size} · {r.epochs} epochs · "
-                  f"budget {r.budget.bytes:,} bytes")
+    table = Table(
+        title=f"{r.workload} on digits · batch {r.batch_size} · {r.epochs} epochs · "
+        f"budget {r.budget.bytes:,} bytes"
+    )
     table.add_column("")
     table.add_column("plain PyTorch", justify="right")
     table.add_column(f"memfit plan ({r.plan.settings.label()})", justify="right")
@@ -387,14 +473,22 @@ def _comparison_table(r: DemoResult) -> Table:
     table.add_row("measured peak (live tensors)", f"{b.peak_bytes:,} B", f"{p.peak_bytes:,} B")
     table.add_row("", format_bytes(b.peak_bytes), format_bytes(p.peak_bytes))
     table.add_row("budget", "", f"{r.budget.bytes:,} B")
-    table.add_row("predicted peak", format_bytes(r.plan.baseline_peak_bytes),
-                  format_bytes(r.plan.predicted_peak_bytes))
+    table.add_row(
+        "predicted peak",
+        format_bytes(r.plan.baseline_peak_bytes),
+        format_bytes(r.plan.predicted_peak_bytes),
+    )
     inside = p.peak_bytes <= r.budget.bytes
-    table.add_row("inside the budget", "no" if b.peak_bytes > r.budget.bytes else "yes",
-                  "[green]yes[/green]" if inside else "[red]no[/red]")
-    table.add_row(f"time per update of {r.batch_size}", f"{1000 * b.update_s:.1f} ms",
-                  f"{1000 * p.update_s:.1f} ms "
-                  f"({100 * (p.update_s / max(b.update_s, 1e-9) - 1):+.0f}%)")
+    table.add_row(
+        "inside the budget",
+        "no" if b.peak_bytes > r.budget.bytes else "yes",
+        "[green]yes[/green]" if inside else "[red]no[/red]",
+    )
+    table.add_row(
+        f"time per update of {r.batch_size}",
+        f"{1000 * b.update_s:.1f} ms",
+        f"{1000 * p.update_s:.1f} ms ({100 * (p.update_s / max(b.update_s, 1e-9) - 1):+.0f}%)",
+    )
     table.add_row("predicted time overhead", "", f"{100 * r.plan.predicted_time_overhead:+.0f}%")
     table.add_row("training time", f"{b.seconds:.1f} s", f"{p.seconds:.1f} s")
     return table
@@ -408,22 +502,31 @@ def _verdict(r: DemoResult, console: Console) -> None:
         f"{r.budget.bytes:,}-byte budget ({r.memory_ratio:.1f}x less than plain PyTorch's "
         f"{b.peak_bytes:,}), and reached {100 * p.accuracy:.1f}% test accuracy against "
         f"{100 * b.accuracy:.1f}% ({100 * r.accuracy_gap:+.1f} points); an update took "
-        f"{p.update_s / max(b.update_s, 1e-9):.2f}x plain PyTorch's time.")
+        f"{p.update_s / max(b.update_s, 1e-9):.2f}x plain PyTorch's time."
+    )
     if r.plan.settings.accumulation_steps > 1:
         # Micro-batching is exact for the gradient sums but not for BatchNorm, which
         # normalises each micro-batch by its own statistics: say so, whatever the gap.
-        console.print(("The accuracies differ" if abs(r.accuracy_gap) >= 0.0005 else
-                       "The accuracies could have differed") + " slightly: BatchNorm computes "
-                      f"its statistics on micro-batches of {r.plan.settings.micro_batch_size}, "
-                      f"not on the {r.batch_size}-sample batch; the gradient is otherwise the "
-                      "same sum.")
+        console.print(
+            (
+                "The accuracies differ"
+                if abs(r.accuracy_gap) >= 0.0005
+                else "The accuracies could have differed"
+            )
+            + " slightly: BatchNorm computes "
+            f"its statistics on micro-batches of {r.plan.settings.micro_batch_size}, "
+            f"not on the {r.batch_size}-sample batch; the gradient is otherwise the "
+            "same sum."
+        )
     if r.plan.settings.checkpointed:
         # The tracker labels a tensor "activations" when autograd saves it; checkpointing
         # saves through its own hooks and recomputes in backward, so those bytes show as
         # "other" (temporaries). The total is right; the split between the two is not.
-        console.print("With checkpointing, the segment inputs it keeps and the activations it "
-                      "recomputes during backward are counted as [italic]other[/italic] in the "
-                      "planned bar, not as activations; the total is the same either way.")
+        console.print(
+            "With checkpointing, the segment inputs it keeps and the activations it "
+            "recomputes during backward are counted as [italic]other[/italic] in the "
+            "planned bar, not as activations; the total is the same either way."
+        )
     console.print(f"Chart: {r.plot_path} · whole demo {r.seconds:.0f} s")
 
 

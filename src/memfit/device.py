@@ -18,9 +18,13 @@ def check_device(device: str, *, fake: bool = False) -> str:
     if kind != "cuda":
         raise MeasureError(f"device {device!r} is not supported; use cpu or cuda")
     if not torch.backends.cuda.is_built():
-        raise MeasureError(f"--device {device}: this torch is a CPU-only build; use --device cpu "
-                           "or install a CUDA build of torch")
+        raise MeasureError(
+            f"--device {device}: this torch is a CPU-only build; use --device cpu "
+            "or install a CUDA build of torch"
+        )
     if not fake and not torch.cuda.is_available():
-        raise MeasureError(f"--device {device}: no CUDA GPU is visible to this process; use "
-                           "--device cpu, or `memfit estimate --device cuda`, which needs no GPU")
+        raise MeasureError(
+            f"--device {device}: no CUDA GPU is visible to this process; use "
+            "--device cpu, or `memfit estimate --device cuda`, which needs no GPU"
+        )
     return device

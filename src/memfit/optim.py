@@ -11,8 +11,9 @@ from memfit.errors import UnknownOptimizerError, require
 OPTIMIZERS = ("sgd", "adam", "adamw", "adam8bit", "adam4bit")
 
 
-def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float | None = None
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: Iterable[torch.nn.Parameter], lr: float | None = None
+) -> torch.optim.Optimizer:
     """`sgd` is SGD with momentum 0.9 (one state tensor per parameter); `adam`/`adamw` keep two.
 
     `adam8bit` / `adam4bit` are torchao's AdamW8bit / AdamW4bit (block-wise quantized states).
@@ -30,4 +31,5 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float | 
         cls = low_bit.AdamW8bit if key == "adam8bit" else low_bit.AdamW4bit
         return cls(params, lr=lr or 1e-3)
     raise UnknownOptimizerError(
-        f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}"
+    )

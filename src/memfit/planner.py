@@ -110,12 +110,18 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
-        return {"label": s.label(), "micro_batch_size": s.micro_batch_size,
-                "accumulation_steps": s.accumulation_steps, "checkpointed": list(s.checkpointed),
-                "precision": s.precision, "optimizer_state": s.optimizer_state,
-                "predicted_peak_bytes": int(self.predicted_peak_bytes),
-                "predicted_time_overhead": round(self.predicted_time_overhead, 4),
-                "fits": self.fits, "exact": s.exact}
+        return {
+            "label": s.label(),
+            "micro_batch_size": s.micro_batch_size,
+            "accumulation_steps": s.accumulation_steps,
+            "checkpointed": list(s.checkpointed),
+            "precision": s.precision,
+            "optimizer_state": s.optimizer_state,
+            "predicted_peak_bytes": int(self.predicted_peak_bytes),
+            "predicted_time_overhead": round(self.predicted_time_overhead, 4),
+            "fits": self.fits,
+            "exact": s.exact,
+        }
 
 
 @dataclass
@@ -243,9 +249,19 @@ class Plan:
 class _Search:
     """Fake-tensor runs for one (workload, batch, optimizer), cached by what changes memory."""
 
-    def __init__(self, workload: Workload, batch: int, optimizer: str, device: str,
-                 usable: int, time_model: StepTimeModel, base_time_s: float,
-                 bandwidth=None, param_bytes: int = 0, params_meta=None):
+    def __init__(
+        self,
+        workload: Workload,
+        batch: int,
+        optimizer: str,
+        device: str,
+        usable: int,
+        time_model: StepTimeModel,
+        base_time_s: float,
+        bandwidth=None,
+        param_bytes: int = 0,
+        params_meta=None,
+    ):
         self.workload, self.batch, self.optimizer, self.device = workload, batch, optimizer, device
         self.usable = usable
         self.time_model = time_model
@@ -260,10 +276,12 @@ class _Search:
         self._batch_bytes: dict[int, int] = {}
         self.min_micro = 1
 
-    def run(self, micro: int, precision: str, checkpointed: tuple[str, ...],
-            segments: int | None) -> MemoryProfile:
+    def run(
+        self, micro: int, precision: str, checkpointed: tuple[str, ...], segments: int | None
+    ) -> MemoryProfile:
         key = (micro, precision, checkpointed, segments)
         if key not in self._runs:
+
             def prepare(model: nn.Module) -> None:
                 if segments:
                     for name in checkpointed:
@@ -272,17 +290,29 @@ class _Search:
                     ckpt.checkpoint_modules(model, list(checkpointed))
 
             self._runs[key] = estimate(
-                self.workload, micro, self.optimizer, precision=precision, device=self.device,
+                self.workload,
+                micro,
+                self.optimizer,
+                precision=precision,
+                device=self.device,
                 prepare=prepare if checkpointed else None,
-                gradients_present=micro < self.batch)
+                gradients_present=micro < self.batch,
+            )
         return self._runs[key]
 
     def candidate(self, settings: PlanSettings) -> Candidate:
-        prof = self.run(settings.micro_batch_size, settings.precision,
-                        tuple(settings.checkpointed), settings.checkpoint_segments)
+        prof = self.run(
+            settings.micro_batch_size,
+            settings.precision,
+            tuple(settings.checkpointed),
+            settings.checkpoint_segments,
+        )
         # The caller holds the whole batch while its micro-batches run one by one.
-        peak = prof.peak_bytes + self.batch_bytes(self.batch) - self.batch_bytes(
-            settings.micro_batch_size)
+        peak = (
+            prof.peak_bytes
+            + self.batch_bytes(self.batch)
+            - self.batch_bytes(settings.micro_batch_size)
+        )
         optimizer_bytes = prof.categories["optimizer"]
         extra_opt_s = 0.0
         if settings.optimizer_state in ("8bit", "4bit"):
@@ -294,23 +324,29 @@ class _Search:
 
             # Give the optimizer what the rest of the step leaves, within offload's own default.
             room = self.usable - (peak - prof.categories["optimizer"])
-            settings.offload_resident_bytes = int(min(offload.DEFAULT_MAX_RESIDENT_BYTES,
-                                                      max(4 * 2**20, 0.9 * room)))
-            eff = offload.effect(self.param_bytes, "adamw", settings.offload_resident_bytes,
-                                 bandwidth=self.bandwidth)
+            settings.offload_resident_bytes = int(
+                min(offload.DEFAULT_MAX_RESIDENT_BYTES, max(4 * 2**20, 0.9 * room))
+            )
+            eff = offload.effect(
+                self.param_bytes, "adamw", settings.offload_resident_bytes, bandwidth=self.bandwidth
+            )
             peak += eff.optimizer_resident_bytes - prof.categories["optimizer"]
             optimizer_bytes = 0  # on disk: nothing left to shard
             extra_opt_s = eff.extra_seconds_per_step
         if self.nodes > 1:
             from memfit.estimator.sharded import sharding_saving
 
-            peak -= sharding_saving({**prof.categories, "optimizer": optimizer_bytes},
-                                    self.nodes, self.block_bytes)
+            peak -= sharding_saving(
+                {**prof.categories, "optimizer": optimizer_bytes}, self.nodes, self.block_bytes
+            )
         step_s = self.step_time(settings) + extra_opt_s
         overhead = step_s / self.base_time_s - 1 if self.time_model.source != "not needed" else 0.0
         cand = Candidate(settings, peak, step_s, overhead, peak <= self.usable, prof.peak_phase)
-        if all(c.settings.label() != settings.label() or set(c.settings.checkpointed) !=
-               set(settings.checkpointed) for c in self.considered):
+        if all(
+            c.settings.label() != settings.label()
+            or set(c.settings.checkpointed) != set(settings.checkpointed)
+            for c in self.considered
+        ):
             self.considered.append(cand)
         return cand
 
@@ -331,8 +367,11 @@ class _Search:
         slow = measured_slowdown(s.precision, self.device) if s.precision != "fp32" else 1.0
         if s.checkpoint_segments:
             fraction = (s.checkpoint_segments - 1) / s.checkpoint_segments
-            children = [u for u in tm.unit_forward_per_sample_s
-                        if any(u.startswith(c + ".") for c in s.checkpointed)]
+            children = [
+                u
+                for u in tm.unit_forward_per_sample_s
+                if any(u.startswith(c + ".") for c in s.checkpointed)
+            ]
             recompute = tm.recompute_s(children, self.batch, fraction)
         else:
             recompute = tm.recompute_s(list(s.checkpointed), self.batch)
@@ -370,24 +409,38 @@ def plan(
     reserve = runtime_reserve(budget) if reserve_bytes is None else reserve_bytes
     usable = int((budget.bytes - reserve) * (1 - SAFETY_MARGIN))
     if usable <= 0:
-        raise PlanError(f"{budget} leaves nothing for training after the runtime's own "
-                        f"{format_bytes(reserve)}; give a larger budget")
+        raise PlanError(
+            f"{budget} leaves nothing for training after the runtime's own "
+            f"{format_bytes(reserve)}; give a larger budget"
+        )
     base = estimate(workload, batch, optimizer, device=device)
     units, sequential, params_meta = _model_facts(workload)
     if base.peak_bytes <= usable:
         # Fits as it is: no technique, nothing to time.
-        time_model = StepTimeModel(fixed_s=0.0, per_sample_s=0.0, optimizer_s=0.0,
-                                   source="not needed")
+        time_model = StepTimeModel(
+            fixed_s=0.0, per_sample_s=0.0, optimizer_s=0.0, source="not needed"
+        )
     else:
         probe = estimate(workload, probe_batches(batch)[1], optimizer, device=device)
-        time_model = build_time_model(workload, units, device, optimizer, probe.peak_bytes,
-                                      batch_size=batch)
+        time_model = build_time_model(
+            workload, units, device, optimizer, probe.peak_bytes, batch_size=batch
+        )
     base_time = max(time_model.forward_backward_s(batch, batch) + time_model.optimizer_s, 1e-9)
     notes: list[str] = []
     if nodes < 1:
         raise PlanError("nodes must be at least 1")
-    search = _Search(workload, batch, optimizer, device, usable, time_model, base_time,
-                     None, base.categories["parameters"], params_meta)
+    search = _Search(
+        workload,
+        batch,
+        optimizer,
+        device,
+        usable,
+        time_model,
+        base_time,
+        None,
+        base.categories["parameters"],
+        params_meta,
+    )
     if nodes > 1:
         from memfit.estimator.sharded import largest_block_parameter_bytes
 
@@ -404,8 +457,7 @@ def plan(
         if chosen is None:
             chosen = _best(search, _exact_candidates(search, units, sequential))
         if chosen is None and not exact:
-            chosen = _best(search, _lossy_candidates(search, units, sequential, optimizer,
-                                                     device))
+            chosen = _best(search, _lossy_candidates(search, units, sequential, optimizer, device))
         if chosen is None and allow_offload and optimizer in ("adam", "adamw"):
             from memfit.techniques.offload import measure_disk_bandwidth
 
@@ -416,15 +468,27 @@ def plan(
     fits = chosen is not None
     if chosen is None:
         chosen = min(search.considered, key=lambda c: c.predicted_peak_bytes)
-    notes += _notes(workload, base, chosen, fits, usable, budget, reserve, time_model, device,
-                    exact, search)
-    return Plan(workload=workload.name, budget=budget, batch_size=batch, optimizer=optimizer,
-                device=device, nodes=nodes, min_nodes=None if fits and nodes == 1 else
-                _ranks_needed(base, usable),
-                usable_bytes=usable, reserve_bytes=reserve, baseline=baseline,
-                chosen=chosen, alternatives=[c for c in search.considered if c is not chosen],
-                notes=notes, time_source=time_model.source, state_dir=state_dir,
-                _workload=workload)
+    notes += _notes(
+        workload, base, chosen, fits, usable, budget, reserve, time_model, device, exact, search
+    )
+    return Plan(
+        workload=workload.name,
+        budget=budget,
+        batch_size=batch,
+        optimizer=optimizer,
+        device=device,
+        nodes=nodes,
+        min_nodes=None if fits and nodes == 1 else _ranks_needed(base, usable),
+        usable_bytes=usable,
+        reserve_bytes=reserve,
+        baseline=baseline,
+        chosen=chosen,
+        alternatives=[c for c in search.considered if c is not chosen],
+        notes=notes,
+        time_source=time_model.source,
+        state_dir=state_dir,
+        _workload=workload,
+    )
 
 
 def _model_facts(workload: Workload):
@@ -434,11 +498,18 @@ def _model_facts(workload: Workload):
         model = workload.build_model()
         units = ckpt.candidate_units(model)
         modules = dict(model.named_modules())
-        sequential = [name for name, m in modules.items()
-                      if isinstance(m, nn.Sequential) and name and len(m) >= 4
-                      and any(u.startswith(name + ".") for u in units)]
-        params_meta = [torch.empty(p.shape, dtype=p.dtype, device="meta").requires_grad_(
-            p.requires_grad) for p in model.parameters()]
+        sequential = [
+            name
+            for name, m in modules.items()
+            if isinstance(m, nn.Sequential)
+            and name
+            and len(m) >= 4
+            and any(u.startswith(name + ".") for u in units)
+        ]
+        params_meta = [
+            torch.empty(p.shape, dtype=p.dtype, device="meta").requires_grad_(p.requires_grad)
+            for p in model.parameters()
+        ]
     return units, sequential, params_meta
 
 
@@ -446,8 +517,11 @@ def _micro_sizes(batch: int) -> list[int]:
     """Candidate micro-batch sizes, largest first: the batch halved while it divides evenly,
     then every other divisor, so the effective batch is always split into equal parts."""
     divisors = [d for d in range(batch, 0, -1) if batch % d == 0]
-    return divisors if len(divisors) <= 16 else sorted(
-        {d for d in divisors if d & (d - 1) == 0} | {batch}, reverse=True)
+    return (
+        divisors
+        if len(divisors) <= 16
+        else sorted({d for d in divisors if d & (d - 1) == 0} | {batch}, reverse=True)
+    )
 
 
 def _largest_fitting_micro(search: _Search, make) -> Candidate | None:
@@ -464,8 +538,7 @@ def _largest_fitting_micro(search: _Search, make) -> Candidate | None:
     return best
 
 
-def _checkpoint_options(search: _Search, units: list[str], sequential: list[str],
-                        precision: str):
+def _checkpoint_options(search: _Search, units: list[str], sequential: list[str], precision: str):
     """(checkpointed, segments) choices: none, the cheapest covering set, all units, sqrt segments."""
     yield (), None
 
@@ -493,8 +566,10 @@ def _select_for(search: _Search, units: list[str], micro: int, precision: str) -
                 acts[unit] = acts.get(unit, 0) + row.activations
     per_unit_input = _unit_inputs(search, units, micro)
     times = search.time_model.unit_forward_per_sample_s
-    candidates = [ckpt.Unit(u, acts.get(u, 0), per_unit_input.get(u, 0),
-                            times.get(u, 1e-6) * micro) for u in units]
+    candidates = [
+        ckpt.Unit(u, acts.get(u, 0), per_unit_input.get(u, 0), times.get(u, 1e-6) * micro)
+        for u in units
+    ]
     chosen: list[str] = []
     for _ in range(4):  # savings are approximate: ask again with what is still missing
         chosen = ckpt.select_units(candidates, need)
@@ -519,10 +594,16 @@ def _unit_inputs(search: _Search, units: list[str], micro: int) -> dict[str, int
 
 def _exact_candidates(search: _Search, units, sequential):
     for option, segments in _checkpoint_options(search, units, sequential, "fp32"):
+
         def make(micro, option=option, segments=segments):
             names = option(micro)[0] if callable(option) else option
-            return PlanSettings(batch_size=search.batch, micro_batch_size=micro,
-                                checkpointed=list(names), checkpoint_segments=segments)
+            return PlanSettings(
+                batch_size=search.batch,
+                micro_batch_size=micro,
+                checkpointed=list(names),
+                checkpoint_segments=segments,
+            )
+
         yield _largest_fitting_micro(search, make)
 
 
@@ -534,22 +615,34 @@ def _lossy_candidates(search: _Search, units, sequential, optimizer: str, device
             if precision == "fp32" and state == "fp32":
                 continue
             for option, segments in _checkpoint_options(search, units, sequential, precision):
-                def make(micro, option=option, segments=segments, precision=precision,
-                         state=state):
+
+                def make(micro, option=option, segments=segments, precision=precision, state=state):
                     names = option(micro)[0] if callable(option) else option
-                    return PlanSettings(batch_size=search.batch, micro_batch_size=micro,
-                                        checkpointed=list(names), checkpoint_segments=segments,
-                                        precision=precision, optimizer_state=state)
+                    return PlanSettings(
+                        batch_size=search.batch,
+                        micro_batch_size=micro,
+                        checkpointed=list(names),
+                        checkpoint_segments=segments,
+                        precision=precision,
+                        optimizer_state=state,
+                    )
+
                 yield _largest_fitting_micro(search, make)
 
 
 def _offload_candidates(search: _Search, units, sequential):
     for option, segments in _checkpoint_options(search, units, sequential, "fp32"):
+
         def make(micro, option=option, segments=segments):
             names = option(micro)[0] if callable(option) else option
-            return PlanSettings(batch_size=search.batch, micro_batch_size=micro,
-                                checkpointed=list(names), checkpoint_segments=segments,
-                                optimizer_state="offload")
+            return PlanSettings(
+                batch_size=search.batch,
+                micro_batch_size=micro,
+                checkpointed=list(names),
+                checkpoint_segments=segments,
+                optimizer_state="offload",
+            )
+
         yield _largest_fitting_micro(search, make)
 
 
@@ -558,51 +651,89 @@ def _best(search: _Search, candidates) -> Candidate | None:
     # Fewest lossy techniques first: a faster bf16 step is no reason to round numbers that
     # fit without it. Then the fastest; at equal times fewer micro-batches and recomputed
     # modules are simpler.
-    return min(fitting, key=lambda c: (c.settings.lossy_count, round(c.predicted_step_s, 6),
-                                       c.settings.accumulation_steps,
-                                       len(c.settings.checkpointed)), default=None)
+    return min(
+        fitting,
+        key=lambda c: (
+            c.settings.lossy_count,
+            round(c.predicted_step_s, 6),
+            c.settings.accumulation_steps,
+            len(c.settings.checkpointed),
+        ),
+        default=None,
+    )
 
 
-def _notes(workload, base: MemoryProfile, chosen: Candidate, fits: bool, usable: int,
-           budget: Budget, reserve: int, time_model: StepTimeModel, device: str, exact: bool,
-           search: _Search) -> list[str]:
-    notes = [f"usable memory: {format_bytes(budget.bytes)} budget less "
-             f"{format_bytes(reserve)} for the runtime, less a {int(SAFETY_MARGIN * 100)}% "
-             f"margin = {format_bytes(usable)}"]
+def _notes(
+    workload,
+    base: MemoryProfile,
+    chosen: Candidate,
+    fits: bool,
+    usable: int,
+    budget: Budget,
+    reserve: int,
+    time_model: StepTimeModel,
+    device: str,
+    exact: bool,
+    search: _Search,
+) -> list[str]:
+    notes = [
+        f"usable memory: {format_bytes(budget.bytes)} budget less "
+        f"{format_bytes(reserve)} for the runtime, less a {int(SAFETY_MARGIN * 100)}% "
+        f"margin = {format_bytes(usable)}"
+    ]
     if budget.device == "gpu" and not str(device).startswith("cuda"):
-        notes.append("the budget is GPU memory but memory and time come from CPU kernels here; "
-                     "CUDA kernels save slightly different tensors and run at another speed: "
-                     "plan with --device cuda on the GPU machine for exact figures")
+        notes.append(
+            "the budget is GPU memory but memory and time come from CPU kernels here; "
+            "CUDA kernels save slightly different tensors and run at another speed: "
+            "plan with --device cuda on the GPU machine for exact figures"
+        )
     if base.peak_phase == "optimizer_step":
-        notes.append("the optimizer step sets the peak (model states dominate): checkpointing "
-                     "cannot lower it; compact optimizer state, offload or sharding can")
+        notes.append(
+            "the optimizer step sets the peak (model states dominate): checkpointing "
+            "cannot lower it; compact optimizer state, offload or sharding can"
+        )
     s = chosen.settings
     if s.accumulation_steps > 1 and has_batch_statistics(_build_fake(workload)):
-        notes.append(f"the model has BatchNorm: micro-batches of {s.micro_batch_size} change "
-                     "its batch statistics, so training is not exactly the full-batch one")
+        notes.append(
+            f"the model has BatchNorm: micro-batches of {s.micro_batch_size} change "
+            "its batch statistics, so training is not exactly the full-batch one"
+        )
         if s.micro_batch_size < MIN_BATCHNORM_MICRO:
-            notes.append(f"micro-batches under {MIN_BATCHNORM_MICRO} were needed: BatchNorm "
-                         "statistics over so few samples are noisy and can cost accuracy "
-                         "(consider GroupNorm, or a larger budget)")
+            notes.append(
+                f"micro-batches under {MIN_BATCHNORM_MICRO} were needed: BatchNorm "
+                "statistics over so few samples are noisy and can cost accuracy "
+                "(consider GroupNorm, or a larger budget)"
+            )
     if s.precision != "fp32":
-        notes.append(f"{s.precision} autocast measured "
-                     f"{measured_slowdown(s.precision, device):.1f}x the fp32 time on this device")
+        notes.append(
+            f"{s.precision} autocast measured "
+            f"{measured_slowdown(s.precision, device):.1f}x the fp32 time on this device"
+        )
     if s.optimizer_state in ("8bit", "4bit"):
-        notes.append(f"{s.optimizer_state} Adam moments are rounded (lossy; bitsandbytes and "
-                     "torchao report accuracy parity on the models they tested)")
+        notes.append(
+            f"{s.optimizer_state} Adam moments are rounded (lossy; bitsandbytes and "
+            "torchao report accuracy parity on the models they tested)"
+        )
     if s.optimizer_state == "offload":
         notes.append("optimizer state lives in files on disk; each step reads and writes it once")
     if time_model.source != "not needed":
-        notes.append("time model: " + (
-            "real passes timed on this device" if time_model.source == "measured"
-            else "FLOPs counted on fake tensors (model too large to time here)"))
+        notes.append(
+            "time model: "
+            + (
+                "real passes timed on this device"
+                if time_model.source == "measured"
+                else "FLOPs counted on fake tensors (model too large to time here)"
+            )
+        )
     if not fits:
         need = chosen.predicted_peak_bytes + reserve
         preset = smallest_preset_that_fits(int(need / (1 - SAFETY_MARGIN)), budget.device)
         nodes = _ranks_needed(base, usable)
-        text = (f"nothing fits: the smallest reachable peak is "
-                f"{format_bytes(chosen.predicted_peak_bytes)}, "
-                f"{format_bytes(chosen.predicted_peak_bytes - usable)} over")
+        text = (
+            f"nothing fits: the smallest reachable peak is "
+            f"{format_bytes(chosen.predicted_peak_bytes)}, "
+            f"{format_bytes(chosen.predicted_peak_bytes - usable)} over"
+        )
         if exact:
             text += "; allowing lossy techniques (drop --exact) may close the gap"
         if nodes:
@@ -621,9 +752,13 @@ def _ranks_needed(base: MemoryProfile, usable: int) -> int | None:
     c = base.categories
     other = c["activations"] + c["other"]
     try:
-        return min_ranks(parameter_bytes=c["parameters"], gradient_bytes=c["parameters"],
-                         optimizer_bytes=c["optimizer"], budget_bytes=usable,
-                         unsharded_bytes=other)
+        return min_ranks(
+            parameter_bytes=c["parameters"],
+            gradient_bytes=c["parameters"],
+            optimizer_bytes=c["optimizer"],
+            budget_bytes=usable,
+            unsharded_bytes=other,
+        )
     except TypeError:
         return None
 

@@ -59,13 +59,21 @@ class StepTimeModel:
         return steps * self.fixed_s + batch * self.per_sample_s
 
     def recompute_s(self, units: list[str], batch: int, segment_fraction: float = 1.0) -> float:
-        return batch * segment_fraction * sum(self.unit_forward_per_sample_s.get(u, 0.0)
-                                              for u in units)
+        return (
+            batch
+            * segment_fraction
+            * sum(self.unit_forward_per_sample_s.get(u, 0.0) for u in units)
+        )
 
 
-def build_time_model(workload: Workload, units: list[str], device: str = "cpu",
-                     optimizer: str = "adam", peak_bytes_at_probe: int | None = None,
-                     batch_size: int | None = None) -> StepTimeModel:
+def build_time_model(
+    workload: Workload,
+    units: list[str],
+    device: str = "cpu",
+    optimizer: str = "adam",
+    peak_bytes_at_probe: int | None = None,
+    batch_size: int | None = None,
+) -> StepTimeModel:
     """Time real passes when the model fits easily here; otherwise count FLOPs.
 
     `peak_bytes_at_probe` is the estimated peak at the larger probe size.
@@ -78,8 +86,13 @@ def build_time_model(workload: Workload, units: list[str], device: str = "cpu",
     return _flop_model(workload, units, device)
 
 
-def _measured_model(workload: Workload, units: list[str], device: str, optimizer: str,
-                    probes: tuple[int, int] = PROBE_BATCHES) -> StepTimeModel:
+def _measured_model(
+    workload: Workload,
+    units: list[str],
+    device: str,
+    optimizer: str,
+    probes: tuple[int, int] = PROBE_BATCHES,
+) -> StepTimeModel:
     torch.manual_seed(0)
     with torch.device(device):
         model = workload.build_model()
@@ -90,14 +103,17 @@ def _measured_model(workload: Workload, units: list[str], device: str, optimizer
     starts: dict[str, float] = {}
     handles = []
     for name in units:
+
         def pre(_m, _a, _n=name):
             starts[_n] = time.perf_counter()
 
         def post(_m, _a, _o, _n=name):
             unit_time[_n] = unit_time.get(_n, 0.0) + time.perf_counter() - starts.pop(_n, 0.0)
 
-        handles += [modules[name].register_forward_pre_hook(pre),
-                    modules[name].register_forward_hook(post)]
+        handles += [
+            modules[name].register_forward_pre_hook(pre),
+            modules[name].register_forward_hook(post),
+        ]
     times = {}
     opt_s = 0.0
     try:
@@ -130,9 +146,13 @@ def _measured_model(workload: Workload, units: list[str], device: str, optimizer
         slope, fixed = t2 / b2, 0.0
     else:
         fixed = max(t1 - slope * b1, 0.0)
-    return StepTimeModel(fixed_s=fixed, per_sample_s=slope, optimizer_s=opt_s,
-                         unit_forward_per_sample_s={u: t / b2 for u, t in units2.items()},
-                         source="measured")
+    return StepTimeModel(
+        fixed_s=fixed,
+        per_sample_s=slope,
+        optimizer_s=opt_s,
+        unit_forward_per_sample_s={u: t / b2 for u, t in units2.items()},
+        source="measured",
+    )
 
 
 def _flop_model(workload: Workload, units: list[str], device: str) -> StepTimeModel:
@@ -154,9 +174,13 @@ def _flop_model(workload: Workload, units: list[str], device: str) -> StepTimeMo
         unit_s[name] = flops / 3 / throughput / batch  # forward is about a third of fwd+bwd
     # Adam touches ~16 bytes per parameter several times; memory bandwidth bound.
     optimizer_s = params * adam_seconds_per_parameter(device)
-    return StepTimeModel(fixed_s=0.0, per_sample_s=total / throughput / batch,
-                         optimizer_s=optimizer_s, unit_forward_per_sample_s=unit_s,
-                         source="flops")
+    return StepTimeModel(
+        fixed_s=0.0,
+        per_sample_s=total / throughput / batch,
+        optimizer_s=optimizer_s,
+        unit_forward_per_sample_s=unit_s,
+        source="flops",
+    )
 
 
 @functools.lru_cache(maxsize=4)

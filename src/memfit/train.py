@@ -30,9 +30,15 @@ class PlannedStep:
     `step(batch)` takes `(inputs, targets)`, returns the batch's mean loss as a float.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_fn: Callable[[Any, Any], torch.Tensor], micro_batch_size: int | None,
-                 precision: str = "fp32", device: str = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        micro_batch_size: int | None,
+        precision: str = "fp32",
+        device: str = "cpu",
+    ):
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
@@ -45,8 +51,13 @@ class PlannedStep:
         self._compiled = False
 
     @classmethod
-    def build(cls, plan, model: nn.Module, optimizer: torch.optim.Optimizer,
-              loss_fn: Callable[[Any, Any], torch.Tensor]) -> PlannedStep:
+    def build(
+        cls,
+        plan,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+    ) -> PlannedStep:
         s = plan.settings
         # Checkpointing first: it changes module forwards, which later wrappers do not touch.
         if s.checkpoint_segments:
@@ -72,8 +83,9 @@ class PlannedStep:
     def __call__(self, batch) -> float:
         mark = self.on_phase or (lambda _p: None)
         total = batch_size_of(batch)
-        pieces = split_batch(batch, self.micro_batch_size) if self.micro_batch_size else \
-            [(batch, total)]
+        pieces = (
+            split_batch(batch, self.micro_batch_size) if self.micro_batch_size else [(batch, total)]
+        )
         loss_sum = 0.0
         sharded = hasattr(self.model, "set_requires_gradient_sync")
         for index, (piece, size) in enumerate(pieces):
@@ -119,6 +131,7 @@ class PlannedStep:
         self.on_phase = on_phase
         compiled_step = type(self.optimizer).__module__.startswith("torchao")
         if compiled_step:
+
             @contextmanager
             def paused_step():
                 process = ProcessPeak(self.device)
@@ -155,10 +168,13 @@ def _shard_for_plan(plan, model: nn.Module, optimizer: torch.optim.Optimizer):
         raise PlanError(
             f"this plan shards over {plan.nodes} ranks: start the script with torchrun "
             f"--nproc-per-node/--nnodes giving {plan.nodes} processes and call "
-            "memfit.distributed.setup() before plan.apply")
+            "memfit.distributed.setup() before plan.apply"
+        )
     if plan.settings.optimizer_state == "offload":
-        raise PlanError("offloaded optimizer state does not combine with sharding here; "
-                        "plan with --no-offload or a single node")
+        raise PlanError(
+            "offloaded optimizer state does not combine with sharding here; "
+            "plan with --no-offload or a single node"
+        )
     from memfit.distributed.shard import shard
 
     shard(model)
@@ -215,16 +231,25 @@ def fit(
     torch.manual_seed(seed)
     workload, model = _workload_and_model(workload_or_model, data, loss_fn, batch_size)
     batch_size = batch_size or workload.default_batch_size
-    the_plan = make_plan(workload, budget, batch_size, exact, optimizer=optimizer, device=device,
-                         reserve_bytes=reserve_bytes)
+    the_plan = make_plan(
+        workload,
+        budget,
+        batch_size,
+        exact,
+        optimizer=optimizer,
+        device=device,
+        reserve_bytes=reserve_bytes,
+    )
     if not the_plan.fits:
         raise PlanError(
             f"no plan fits {the_plan.budget}: smallest peak "
             f"{format_bytes(the_plan.predicted_peak_bytes)} against "
-            f"{format_bytes(the_plan.usable_bytes)} usable; {the_plan.notes[-1]}")
+            f"{format_bytes(the_plan.usable_bytes)} usable; {the_plan.notes[-1]}"
+        )
     model.to(device).train()
-    step = the_plan.apply(model, make_optimizer(optimizer, model.parameters(), lr),
-                          loss_fn or workload.loss_fn)
+    step = the_plan.apply(
+        model, make_optimizer(optimizer, model.parameters(), lr), loss_fn or workload.loss_fn
+    )
     result = FitResult(plan=the_plan, model=model)
     start = time.perf_counter()
     with _progress(progress) as bar:
@@ -240,10 +265,15 @@ def fit(
                 result.samples += batch_size_of(batch)
                 if bar:
                     rate = result.samples / (time.perf_counter() - start)
-                    bar.update(task, advance=1, description=(
-                        f"epoch {epoch + 1}/{epochs} loss {loss:.4f} · {rate:,.0f} samples/s · "
-                        f"peak {format_bytes(result.measured_peak_bytes)} of "
-                        f"{format_bytes(the_plan.usable_bytes)}"))
+                    bar.update(
+                        task,
+                        advance=1,
+                        description=(
+                            f"epoch {epoch + 1}/{epochs} loss {loss:.4f} · {rate:,.0f} samples/s · "
+                            f"peak {format_bytes(result.measured_peak_bytes)} of "
+                            f"{format_bytes(the_plan.usable_bytes)}"
+                        ),
+                    )
             result.epochs = epoch + 1
     result.seconds = time.perf_counter() - start
     return result
@@ -254,17 +284,25 @@ def _progress(enabled: bool):
         return nullcontext(None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    )
 
 
 def _batches(data, batch_size: int, seed: int, device: str) -> Iterable:
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, torch.Tensor) for t in data):
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    ):
         x, y = data
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             yield x[idx].to(device), y[idx].to(device)
         return
     yield from data
@@ -283,8 +321,11 @@ def _workload_and_model(workload_or_model, data, loss_fn, batch_size):
 
 def workload_like_data(model: nn.Module, data, loss_fn, batch_size: int) -> Workload:
     """A Workload whose batches look like `data`'s (shapes, dtypes, value ranges)."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, torch.Tensor) for t in data):
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    ):
         sample = data
     else:
         sample = next(iter(data))
@@ -301,8 +342,10 @@ def workload_like_data(model: nn.Module, data, loss_fn, batch_size: int) -> Work
     return Workload(
         name=type(model).__name__,
         build_model=lambda: _fresh_copy(model),
-        make_batch=lambda b, device="cpu": (like(x, b, device, x_high),
-                                            like(y, b, device, y_high) if y is not None else None),
+        make_batch=lambda b, device="cpu": (
+            like(x, b, device, x_high),
+            like(y, b, device, y_high) if y is not None else None,
+        ),
         loss_fn=loss_fn,
         default_batch_size=batch_size,
     )
@@ -324,6 +367,7 @@ def _fresh_copy(model: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     for tensor in chain(model.parameters(), model.buffers()):
         fake = mode.from_tensor(tensor)
-        memo[id(tensor)] = nn.Parameter(fake, tensor.requires_grad) \
-            if isinstance(tensor, nn.Parameter) else fake
+        memo[id(tensor)] = (
+            nn.Parameter(fake, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else fake
+        )
     return copy.deepcopy(model, memo)

@@ -133,8 +133,14 @@ def call_with_overrides(factory: Callable[..., Any], overrides: dict[str, Any], 
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in overrides if k not in params]
     if unknown and not takes_any:
-        valid = ", ".join(f"{n}={p.default!r}" for n, p in params.items()
-                          if p.default is not inspect.Parameter.empty) or "none"
+        valid = (
+            ", ".join(
+                f"{n}={p.default!r}"
+                for n, p in params.items()
+                if p.default is not inspect.Parameter.empty
+            )
+            or "none"
+        )
         raise WorkloadError(f"{what} has no setting {', '.join(unknown)}; valid settings: {valid}")
     try:
         return factory(**overrides)
@@ -193,7 +199,9 @@ def _import_function(target: str) -> Callable[..., Any]:
         try:
             spec.loader.exec_module(module)  # type: ignore[union-attr]
         except Exception as exc:
-            raise WorkloadError(f"importing {location} failed: {type(exc).__name__}: {exc}") from exc
+            raise WorkloadError(
+                f"importing {location} failed: {type(exc).__name__}: {exc}"
+            ) from exc
     else:
         try:
             module = importlib.import_module(location)

@@ -10,20 +10,34 @@ from memfit.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memfit", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "memfit", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_profile_json_follows_the_contract(capsys):
-    assert main(["profile", "zoo:mlp:depth=2,width=32,inputs=16", "--batch-size", "8",
-                 "--json"]) == 0
+    assert (
+        main(["profile", "zoo:mlp:depth=2,width=32,inputs=16", "--batch-size", "8", "--json"]) == 0
+    )
     data = json.loads(capsys.readouterr().out)
-    for key in ("method", "device", "batch_size", "peak_bytes", "categories", "modules",
-                "rss_peak_bytes"):
+    for key in (
+        "method",
+        "device",
+        "batch_size",
+        "peak_bytes",
+        "categories",
+        "modules",
+        "rss_peak_bytes",
+    ):
         assert key in data
     assert data["method"] == "measured" and data["batch_size"] == 8
-    assert set(data["categories"]) == {"parameters", "gradients", "optimizer", "activations",
-                                       "other"}
+    assert set(data["categories"]) == {
+        "parameters",
+        "gradients",
+        "optimizer",
+        "activations",
+        "other",
+    }
     assert all(isinstance(v, int) for v in data["categories"].values())
     assert sum(data["categories"].values()) == data["peak_bytes"]
     assert {"name", "parameters", "activations"} <= set(data["modules"][0])
@@ -36,11 +50,14 @@ def test_profile_plot_writes_a_png(tmp_path, capsys):
     assert "parameters" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["profile", "zoo:nosuch"], "unknown zoo model"),
-    (["profile", "zoo:mlp:depth=x=y"], "depth"),
-    (["profile", "zoo:cnn", "--precision", "fp16", "--device", "cpu"], "CUDA"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["profile", "zoo:nosuch"], "unknown zoo model"),
+        (["profile", "zoo:mlp:depth=x=y"], "depth"),
+        (["profile", "zoo:cnn", "--precision", "fp16", "--device", "cpu"], "CUDA"),
+    ],
+)
 def test_errors_are_one_line_and_non_zero(args, needle):
     result = run_cli(*args)
     assert result.returncode != 0

@@ -11,14 +11,37 @@ MODEL = "zoo:transformer:layers=2,d_model=128,heads=4,seq_len=64,vocab=300"
 
 
 def test_plan_json_has_the_contract_keys_and_verify_measures(capsys):
-    rc = main(["plan", MODEL, "--budget", "40MB", "--reserve", "0", "--batch-size", "32",
-               "--exact", "--verify", "--json"])
+    rc = main(
+        [
+            "plan",
+            MODEL,
+            "--budget",
+            "40MB",
+            "--reserve",
+            "0",
+            "--batch-size",
+            "32",
+            "--exact",
+            "--verify",
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert rc == 0
-    for key in ("budget_bytes", "fits", "baseline_peak_bytes", "predicted_peak_bytes",
-                "micro_batch_size", "accumulation_steps", "checkpointed", "precision",
-                "optimizer_state", "predicted_time_overhead", "techniques",
-                "measured_peak_bytes"):
+    for key in (
+        "budget_bytes",
+        "fits",
+        "baseline_peak_bytes",
+        "predicted_peak_bytes",
+        "micro_batch_size",
+        "accumulation_steps",
+        "checkpointed",
+        "precision",
+        "optimizer_state",
+        "predicted_time_overhead",
+        "techniques",
+        "measured_peak_bytes",
+    ):
         assert key in data
     assert data["fits"] and data["budget_bytes"] == 40 * 10**6
     assert data["baseline_peak_bytes"] > data["budget_bytes"]
@@ -28,15 +51,25 @@ def test_plan_json_has_the_contract_keys_and_verify_measures(capsys):
 
 def test_verify_exits_3_when_the_measured_peak_is_over_budget(monkeypatch, capsys):
     monkeypatch.setattr(plan_cli, "verify", lambda *a, **k: 10**12)
-    rc = main(["plan", MODEL, "--budget", "1GB", "--reserve", "0", "--batch-size", "4",
-               "--verify"])
+    rc = main(["plan", MODEL, "--budget", "1GB", "--reserve", "0", "--batch-size", "4", "--verify"])
     assert rc == plan_cli.EXIT_OVER_BUDGET
     assert "over budget" in capsys.readouterr().out
 
 
 def test_nodes_shard_model_states_per_rank(capsys):
-    args = ["plan", "zoo:mlp:depth=16,width=1024,inputs=1024", "--budget", "220MB", "--reserve",
-            "0", "--batch-size", "8", "--exact", "--no-offload", "--json"]
+    args = [
+        "plan",
+        "zoo:mlp:depth=16,width=1024,inputs=1024",
+        "--budget",
+        "220MB",
+        "--reserve",
+        "0",
+        "--batch-size",
+        "8",
+        "--exact",
+        "--no-offload",
+        "--json",
+    ]
     assert main(args) == 0
     one = json.loads(capsys.readouterr().out)
     assert main([*args, "--nodes", "2"]) == 0

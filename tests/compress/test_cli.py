@@ -7,9 +7,23 @@ from memfit.cli import main
 
 def test_compress_json_has_the_contract_keys(capsys, tmp_path):
     out = tmp_path / "mlp.safetensors"
-    code = main(["compress", "zoo:mlp:inputs=64,depth=1,width=32", "--method", "prune",
-                 "--amount", "0.8", "--train-steps", "40", "--finetune-steps", "10",
-                 "-o", str(out), "--json"])
+    code = main(
+        [
+            "compress",
+            "zoo:mlp:inputs=64,depth=1,width=32",
+            "--method",
+            "prune",
+            "--amount",
+            "0.8",
+            "--train-steps",
+            "40",
+            "--finetune-steps",
+            "10",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     result = json.loads(captured.out)  # one JSON object, nothing else
@@ -21,8 +35,17 @@ def test_compress_json_has_the_contract_keys(capsys, tmp_path):
 
 
 def test_compress_without_data_says_so(capsys):
-    code = main(["compress", "zoo:mlp:inputs=16,depth=1,width=16", "--method", "quantize",
-                 "--bits", "4", "--json"])
+    code = main(
+        [
+            "compress",
+            "zoo:mlp:inputs=16,depth=1,width=16",
+            "--method",
+            "quantize",
+            "--bits",
+            "4",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["accuracy_before"] is None and result["accuracy_after"] is None
@@ -30,8 +53,9 @@ def test_compress_without_data_says_so(capsys):
 
 
 def test_bad_amount_is_one_line_on_stderr(capsys):
-    code = main(["compress", "zoo:mlp:inputs=16,depth=1,width=16", "--method", "prune",
-                 "--amount", "2"])
+    code = main(
+        ["compress", "zoo:mlp:inputs=16,depth=1,width=16", "--method", "prune", "--amount", "2"]
+    )
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""

@@ -13,18 +13,29 @@ from memfit.errors import CompressError
 
 def _fresh_cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+        nn.Conv2d(1, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    ).eval()
 
 
-@pytest.mark.parametrize("method", [
-    lambda m: prune(m, 0.8),
-    lambda m: prune(m, 0.5, structured=True),
-    lambda m: quantize(m, bits=4),
-    lambda m: cluster(m, k=8),
-    lambda m: compress(m, 0.8, k=16, index_bits=4),
-], ids=["sparse", "structured", "int4", "cluster", "all"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        lambda m: prune(m, 0.8),
+        lambda m: prune(m, 0.5, structured=True),
+        lambda m: quantize(m, bits=4),
+        lambda m: cluster(m, k=8),
+        lambda m: compress(m, 0.8, k=16, index_bits=4),
+    ],
+    ids=["sparse", "structured", "int4", "cluster", "all"],
+)
 def test_save_then_load_gives_the_same_outputs(cnn, tmp_path, method):
     small, _ = method(cnn)
     path = save(small.eval(), tmp_path / "model.safetensors")
@@ -39,10 +50,14 @@ def test_file_is_plain_safetensors_with_a_json_description(mlp, tmp_path):
     small, _ = quantize(mlp, bits=8)
     path = save(small, tmp_path / "m.safetensors")
     raw = path.read_bytes()
-    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    header = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])
     description = json.loads(header["__metadata__"]["memfit.compress"])
     assert description["layers"]["0"]["values"] == {
-        "kind": "quantized", "bits": 8, "count": 32 * 64, "rows": 64}
+        "kind": "quantized",
+        "bits": 8,
+        "count": 32 * 64,
+        "rows": 64,
+    }
     assert header["0.values.codes"]["dtype"] == "I8"
 
 

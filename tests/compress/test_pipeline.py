@@ -21,8 +21,9 @@ def trained_digits_mlp():
 def test_deep_compression_pipeline_on_real_digits(trained_digits_mlp):
     model, train, test = trained_digits_mlp
     assert accuracy(model, test) > 0.93
-    small, report = compress(model, 0.8, k=16, index_bits=4, validation=test,
-                             finetune_data=train, finetune_steps=100)
+    small, report = compress(
+        model, 0.8, k=16, index_bits=4, validation=test, finetune_data=train, finetune_steps=100
+    )
     assert [s.method for s in report.stages] == ["prune", "cluster k=16"]
     assert report.before_bytes == report.stages[0].before_bytes
     assert report.stages[0].after_bytes > report.after_bytes

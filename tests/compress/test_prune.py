@@ -30,8 +30,9 @@ def test_sparse_prune_computes_what_the_masked_dense_model_computes(mlp):
     reference = _masked_reference(mlp, 0.8)
     x = torch.randn(5, 32)
     torch.testing.assert_close(small(x), reference(x), rtol=1e-5, atol=1e-5)
-    assert all(isinstance(m, CompressedLinear) and m.sparse for m in small
-               if not isinstance(m, nn.ReLU))
+    assert all(
+        isinstance(m, CompressedLinear) and m.sparse for m in small if not isinstance(m, nn.ReLU)
+    )
     # torch.nn.utils.prune keeps the dense weight and adds a mask: it saves nothing.
     assert module_bytes(reference) >= module_bytes(mlp)
     assert report.after_bytes == module_bytes(small) < report.before_bytes / 2

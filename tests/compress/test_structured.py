@@ -13,12 +13,20 @@ from memfit.measure.bytes import module_bytes
 
 def test_structured_mlp_equals_the_model_with_those_neurons_silenced(mlp):
     small, report = prune(mlp, 0.5, structured=True, scope="layer")
-    assert (small[0].out_features, small[2].in_features, small[2].out_features,
-            small[4].in_features, small[4].out_features) == (32, 32, 32, 32, 10)
+    assert (
+        small[0].out_features,
+        small[2].in_features,
+        small[2].out_features,
+        small[4].in_features,
+        small[4].out_features,
+    ) == (32, 32, 32, 32, 10)
     # Which neurons survived: rows of the original first layer found in the new one.
     kept0 = [i for i in range(64) if any(torch.equal(mlp[0].weight[i], r) for r in small[0].weight)]
-    kept2 = [i for i in range(64) if any(torch.equal(mlp[2].weight[i, kept0], r)
-                                         for r in small[2].weight)]
+    kept2 = [
+        i
+        for i in range(64)
+        if any(torch.equal(mlp[2].weight[i, kept0], r) for r in small[2].weight)
+    ]
     silenced = copy.deepcopy(mlp)
     with torch.no_grad():
         for layer, kept in ((silenced[0], kept0), (silenced[2], kept2)):

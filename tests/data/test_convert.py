@@ -64,12 +64,16 @@ def test_huge_integers_stay_exact(tmp_path):
 
 
 def test_quoted_newlines_gzip_and_sizes_match_pandas(tmp_path):
-    frame = pd.DataFrame({
-        "text": ['multi\nline "quoted", comma' if i % 1000 == 0 else f"t{i % 7}"
-                 for i in range(20_000)],
-        "price": np.round(np.linspace(0, 99, 20_000), 2),
-        "flag": [i % 3 == 0 for i in range(20_000)],
-    })
+    frame = pd.DataFrame(
+        {
+            "text": [
+                'multi\nline "quoted", comma' if i % 1000 == 0 else f"t{i % 7}"
+                for i in range(20_000)
+            ],
+            "price": np.round(np.linspace(0, 99, 20_000), 2),
+            "flag": [i % 3 == 0 for i in range(20_000)],
+        }
+    )
     plain, packed = tmp_path / "q.csv", tmp_path / "q.csv.gz"
     frame.to_csv(plain, index=False)
     packed.write_bytes(gzip.compress(plain.read_bytes()))
@@ -129,8 +133,9 @@ def test_errors_say_what_to_do(tmp_path):
 
 def test_parquet_input_is_shrunk(tmp_path):
     src, dst = tmp_path / "in.parquet", tmp_path / "out.parquet"
-    pd.DataFrame({"n": np.arange(1000, dtype=np.int64), "f": np.arange(1000) / 2,
-                  "s": ["a", "b"] * 500}).to_parquet(src)
+    pd.DataFrame(
+        {"n": np.arange(1000, dtype=np.int64), "f": np.arange(1000) / 2, "s": ["a", "b"] * 500}
+    ).to_parquet(src)
     result = convert(src, dst)
     back = pd.read_parquet(dst)
     assert str(back["n"].dtype) == "uint16" and back["f"].dtype == np.float32
@@ -149,8 +154,9 @@ def test_progress_reports_bytes_up_to_both_passes(tmp_path):
 
 
 def _memfit(*args):
-    return subprocess.run([sys.executable, "-m", "memfit", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "memfit", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
@@ -161,8 +167,7 @@ def test_cli_convert_and_shrink_json_contract(tmp_path):
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["rows"] == 1000 and isinstance(data["before_bytes"], int)
-    assert {c["name"]: c["new_dtype"] for c in data["columns"]} == {"n": "uint16",
-                                                                     "s": "category"}
+    assert {c["name"]: c["new_dtype"] for c in data["columns"]} == {"n": "uint16", "s": "category"}
     assert data["after_bytes"] < data["before_bytes"]
     report = _memfit("shrink", str(src), "--json")
     assert report.returncode == 0, report.stderr

@@ -22,13 +22,25 @@ def _same_values(a: pd.Series, b: pd.Series) -> bool:
 
 
 def test_integers_take_the_smallest_type_with_inclusive_bounds():
-    df = pd.DataFrame({
-        "u8_edge": [0, 255], "u16": [0, 256], "i8_edge": [-128, 127], "i16": [-129, 0],
-        "u32": [0, 2**32 - 1], "big": [0, 2**40],
-    })
+    df = pd.DataFrame(
+        {
+            "u8_edge": [0, 255],
+            "u16": [0, 256],
+            "i8_edge": [-128, 127],
+            "i16": [-129, 0],
+            "u32": [0, 2**32 - 1],
+            "big": [0, 2**40],
+        }
+    )
     out = shrink(df).frame
-    assert _dtypes(out) == {"u8_edge": "uint8", "u16": "uint16", "i8_edge": "int8",
-                            "i16": "int16", "u32": "uint32", "big": "int64"}
+    assert _dtypes(out) == {
+        "u8_edge": "uint8",
+        "u16": "uint16",
+        "i8_edge": "int8",
+        "i16": "int16",
+        "u32": "uint32",
+        "big": "int64",
+    }
     for name in df:
         assert (out[name].astype(np.int64) == df[name]).all()
 
@@ -89,17 +101,19 @@ def test_object_strings_with_missing_keep_every_value():
 
 
 def test_other_dtypes_are_handled_not_crashed_on():
-    df = pd.DataFrame({
-        "flag": [True, False, True],
-        "when": pd.date_range("2024-01-01", periods=3, tz="Europe/Oslo"),
-        "naive": pd.date_range("2024-01-01", periods=3),
-        "took": pd.to_timedelta([1, 2, 3], unit="s"),
-        "nullable": pd.array([1, None, 3], dtype="Int64"),
-        "arrow_int": pd.array([1, 2, None], dtype="int64[pyarrow]"),
-        "arrow_float": pd.array([0.5, None, 1.5], dtype="double[pyarrow]"),
-        "mixed": pd.Series([1, "a", 2.5], dtype=object),
-        "cat": pd.Categorical(["x", "y", "x"]),
-    })
+    df = pd.DataFrame(
+        {
+            "flag": [True, False, True],
+            "when": pd.date_range("2024-01-01", periods=3, tz="Europe/Oslo"),
+            "naive": pd.date_range("2024-01-01", periods=3),
+            "took": pd.to_timedelta([1, 2, 3], unit="s"),
+            "nullable": pd.array([1, None, 3], dtype="Int64"),
+            "arrow_int": pd.array([1, 2, None], dtype="int64[pyarrow]"),
+            "arrow_float": pd.array([0.5, None, 1.5], dtype="double[pyarrow]"),
+            "mixed": pd.Series([1, "a", 2.5], dtype=object),
+            "cat": pd.Categorical(["x", "y", "x"]),
+        }
+    )
     result = shrink(df)
     out = result.frame
     assert str(out["nullable"].dtype) == "UInt8"
@@ -129,10 +143,16 @@ def test_sizes_are_measured_deep():
 
 
 def test_plan_gives_test_data_identical_dtypes_and_codes(tmp_path):
-    train = pd.DataFrame({"city": ["Oslo", "Rome", "Paris", "Oslo"] * 10,
-                          "n": [1, 2, 3, 4] * 10, "x": [0.5, np.nan, 1.0, 2.0] * 10})
-    test = pd.DataFrame({"city": ["Paris", "Paris", "Oslo"], "n": [4, 1, 2],
-                         "x": [1.0, 0.5, np.nan]})
+    train = pd.DataFrame(
+        {
+            "city": ["Oslo", "Rome", "Paris", "Oslo"] * 10,
+            "n": [1, 2, 3, 4] * 10,
+            "x": [0.5, np.nan, 1.0, 2.0] * 10,
+        }
+    )
+    test = pd.DataFrame(
+        {"city": ["Paris", "Paris", "Oslo"], "n": [4, 1, 2], "x": [1.0, 0.5, np.nan]}
+    )
     plan = fit_shrink(train)
     path = tmp_path / "plan.json"
     plan.save(path)
@@ -178,12 +198,16 @@ def test_random_frames_round_trip_exactly():
     rng = np.random.default_rng(42)
     for _ in range(20):
         n = int(rng.integers(1, 300))
-        df = pd.DataFrame({
-            "i": rng.integers(-(2**int(rng.integers(1, 62))), 2**int(rng.integers(1, 62)), n),
-            "f": rng.normal(size=n) * 10 ** float(rng.integers(-5, 5)),
-            "w": np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 70000, n)),
-            "s": rng.choice(["a", "bb", "ccc", None], n),
-        })
+        df = pd.DataFrame(
+            {
+                "i": rng.integers(
+                    -(2 ** int(rng.integers(1, 62))), 2 ** int(rng.integers(1, 62)), n
+                ),
+                "f": rng.normal(size=n) * 10 ** float(rng.integers(-5, 5)),
+                "w": np.where(rng.random(n) < 0.2, np.nan, rng.integers(0, 70000, n)),
+                "s": rng.choice(["a", "bb", "ccc", None], n),
+            }
+        )
         out = shrink(df).frame
         for name in df:
             assert _same_values(df[name], out[name]), name
@@ -191,9 +215,14 @@ def test_random_frames_round_trip_exactly():
 
 def test_polars_frames_are_shrunk_with_the_same_rules():
     pl = pytest.importorskip("polars")
-    df = pl.DataFrame({"i": list(range(300)), "half": [0.5 * i for i in range(300)],
-                       "tenth": [0.1 * i for i in range(300)],
-                       "whole": [float(i) if i % 3 else None for i in range(300)]})
+    df = pl.DataFrame(
+        {
+            "i": list(range(300)),
+            "half": [0.5 * i for i in range(300)],
+            "tenth": [0.1 * i for i in range(300)],
+            "whole": [float(i) if i % 3 else None for i in range(300)],
+        }
+    )
     result = shrink(df)
     assert result.frame.dtypes == [pl.UInt16, pl.Float32, pl.Float64, pl.UInt16]
     assert result.frame["whole"].null_count() == 100
@@ -228,9 +257,12 @@ def test_category_hash_table_size_matches_what_pandas_builds():
 def test_high_cardinality_strings_stay_strings_without_a_full_hash_and_values_hold():
     rng = np.random.default_rng(1)
     n = 200_000
-    df = pd.DataFrame({"id": pd.Series(np.char.add("id-", rng.integers(0, n, n).astype(str)),
-                                       dtype=object),
-                       "few": pd.Series(rng.choice(["x", "y"], n), dtype=object)})
+    df = pd.DataFrame(
+        {
+            "id": pd.Series(np.char.add("id-", rng.integers(0, n, n).astype(str)), dtype=object),
+            "few": pd.Series(rng.choice(["x", "y"], n), dtype=object),
+        }
+    )
     result = shrink(df)
     assert str(result.frame["id"].dtype) == "str"
     assert isinstance(result.frame["few"].dtype, pd.CategoricalDtype)

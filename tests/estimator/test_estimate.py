@@ -16,8 +16,11 @@ SMALL = [
     ("cnn", {}, 32),
     ("wrn-28-2", {"depth": 10}, 4),
     ("transformer", {"layers": 2, "d_model": 64, "heads": 4, "seq_len": 32, "vocab": 500}, 4),
-    ("llama", {"layers": 2, "d_model": 64, "heads": 4, "hidden": 172, "seq_len": 32,
-               "vocab": 500}, 4),
+    (
+        "llama",
+        {"layers": 2, "d_model": 64, "heads": 4, "hidden": 172, "seq_len": 32, "vocab": 500},
+        4,
+    ),
 ]
 
 
@@ -83,8 +86,10 @@ def test_low_bit_optimizers_shrink_the_estimate():
     four = estimate(w, 8, "adam4bit")
     assert eight.categories["optimizer"] < 0.3 * adam.categories["optimizer"]
     assert four.categories["optimizer"] < eight.categories["optimizer"]
-    assert adam.peak_bytes - eight.peak_bytes == \
-        adam.categories["optimizer"] - eight.categories["optimizer"]
+    assert (
+        adam.peak_bytes - eight.peak_bytes
+        == adam.categories["optimizer"] - eight.categories["optimizer"]
+    )
 
 
 class DataDependent(nn.Module):
@@ -98,9 +103,12 @@ class DataDependent(nn.Module):
 
 
 def test_data_dependent_models_get_a_clear_error():
-    w = Workload(name="dd", build_model=DataDependent,
-                 make_batch=lambda b, d="cpu": (torch.randn(b, 4), None),
-                 loss_fn=lambda out, _t: out)
+    w = Workload(
+        name="dd",
+        build_model=DataDependent,
+        make_batch=lambda b, d="cpu": (torch.randn(b, 4), None),
+        loss_fn=lambda out, _t: out,
+    )
     with pytest.raises(EstimateError, match="memfit profile"):
         estimate(w, 2)
 

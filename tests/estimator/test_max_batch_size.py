@@ -41,12 +41,15 @@ def test_the_runtime_reserve_is_taken_from_the_budget():
 
 
 def test_verdict_says_how_much_is_missing_and_what_fits():
-    verdict = FitVerdict(peak_bytes=int(40.8e9), reserve_bytes=int(0.4e9),
-                         budget=Budget.parse("colab"))
+    verdict = FitVerdict(
+        peak_bytes=int(40.8e9), reserve_bytes=int(0.4e9), budget=Budget.parse("colab")
+    )
     assert not verdict.fits
     assert verdict.shortfall_bytes == int(29.2e9)
     line = verdict.line()
-    assert "needs 41.2 GB" in line and "29.2 GB short" in line and "fits a100-40gb" in line  # 40 GiB = 42.9 GB
+    assert (
+        "needs 41.2 GB" in line and "29.2 GB short" in line and "fits a100-40gb" in line
+    )  # 40 GiB = 42.9 GB
     ok = FitVerdict(peak_bytes=10**9, reserve_bytes=0, budget=Budget.parse("colab"))
     assert ok.fits and ok.shortfall_bytes == 0 and "to spare" in ok.line()
 

@@ -55,8 +55,11 @@ def test_activations_grow_linearly_with_batch_size():
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
 def test_categories_add_up_to_the_peak(name):
-    kwargs = {"layers": 1, "d_model": 64, "heads": 2, "seq_len": 32, "vocab": 100} \
-        if name == "transformer" else {}
+    kwargs = (
+        {"layers": 1, "d_model": 64, "heads": 2, "seq_len": 32, "vocab": 100}
+        if name == "transformer"
+        else {}
+    )
     p = profile(zoo.get(name, **kwargs), 4)
     assert sum(p.categories.values()) == p.peak_bytes
     assert all(v >= 0 for v in p.categories.values())
@@ -118,9 +121,12 @@ class TupleModel(nn.Module):
 def test_models_returning_tuples_and_dicts_are_profiled():
     from memfit.workload import Workload
 
-    w = Workload(name="tuple", build_model=TupleModel,
-                 make_batch=lambda b, d="cpu": (torch.randn(b, 8), torch.randint(0, 3, (b,))),
-                 loss_fn=lambda out, y: nn.functional.cross_entropy(out[0]["logits"], y))
+    w = Workload(
+        name="tuple",
+        build_model=TupleModel,
+        make_batch=lambda b, d="cpu": (torch.randn(b, 8), torch.randint(0, 3, (b,))),
+        loss_fn=lambda out, y: nn.functional.cross_entropy(out[0]["logits"], y),
+    )
     p = profile(w, 4)
     assert p.categories["parameters"] == _exact_param_bytes(TupleModel())
     assert {r.name for r in p.modules} >= {"a", "b"}

@@ -19,8 +19,9 @@ def _deltas(micro: int | None, batch_size: int = 12):
     x = torch.randn(batch_size, 16)
     y = torch.randint(0, 10, (batch_size,))
     # SGD with lr 1 and no momentum: the parameter change is exactly minus the gradient.
-    step = PlannedStep(model, torch.optim.SGD(model.parameters(), lr=1.0), F.cross_entropy,
-                       micro_batch_size=micro)
+    step = PlannedStep(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), F.cross_entropy, micro_batch_size=micro
+    )
     loss = step((x, y))
     return loss, {k: start[k] - v for k, v in model.state_dict().items()}
 

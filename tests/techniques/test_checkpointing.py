@@ -92,8 +92,12 @@ def test_unknown_or_wrong_modules_are_refused():
 
 
 def test_selection_covers_the_need_at_least_recompute_cost():
-    units = [ckpt.Unit("a", 100, 10, 1.0), ckpt.Unit("b", 100, 10, 4.0),
-             ckpt.Unit("c", 50, 10, 0.1), ckpt.Unit("d", 5, 10, 0.01)]
+    units = [
+        ckpt.Unit("a", 100, 10, 1.0),
+        ckpt.Unit("b", 100, 10, 4.0),
+        ckpt.Unit("c", 50, 10, 0.1),
+        ckpt.Unit("d", 5, 10, 0.01),
+    ]
     assert ckpt.select_units(units, 0) == []
     assert ckpt.select_units(units, 40) == ["c"]
     assert ckpt.select_units(units, 100) == ["c", "a"]
@@ -105,7 +109,8 @@ def test_checkpoint_inputs_count_as_activations_not_other():
 
     w = zoo.get("transformer", **SMALL_GPT)
     plain = estimate(w, 8)
-    checkpointed = estimate(w, 8, prepare=lambda m: ckpt.checkpoint_modules(
-        m, ckpt.candidate_units(m)))
+    checkpointed = estimate(
+        w, 8, prepare=lambda m: ckpt.checkpoint_modules(m, ckpt.candidate_units(m))
+    )
     kept = sum(r.activations for r in checkpointed.modules)
     assert 0 < kept < 0.5 * sum(r.activations for r in plain.modules)

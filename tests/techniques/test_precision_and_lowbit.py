@@ -13,8 +13,9 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_gradients():
         out = model(torch.randn(4, 32))
     assert out.dtype == torch.bfloat16
     out.float().sum().backward()
-    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
-               for p in model.parameters())
+    assert all(
+        p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters()
+    )
 
 
 def test_fp16_needs_cuda():
@@ -31,9 +32,13 @@ def test_slowdown_is_measured_not_assumed():
 def test_low_bit_apply_keeps_groups_and_hyperparameters():
     pytest.importorskip("torchao.optim")
     model = zoo.get("mlp", depth=2, width=64, inputs=32).build_model()
-    opt = torch.optim.AdamW([{"params": model.blocks.parameters(), "lr": 0.01},
-                             {"params": model.head.parameters(), "lr": 0.001}],
-                            weight_decay=0.1)
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.blocks.parameters(), "lr": 0.01},
+            {"params": model.head.parameters(), "lr": 0.001},
+        ],
+        weight_decay=0.1,
+    )
     low = lowbit.apply(opt, "8bit")
     assert type(low).__name__ == "AdamW8bit"
     assert [float(g["lr"]) for g in low.param_groups] == pytest.approx([0.01, 0.001])

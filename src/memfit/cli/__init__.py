@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MEMFIT_DEBUG"):
             raise
         print(
-            f"memfit: error: {type(exc).__name__}: {exc} "
-            "(set MEMFIT_DEBUG=1 for the traceback)",
+            f"memfit: error: {type(exc).__name__}: {exc} (set MEMFIT_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -16,18 +16,39 @@ def run(args) -> int:
 
     presets = sorted(PRESETS.values(), key=lambda b: (b.device, b.bytes))
     if args.json:
-        print_json({"budgets": [{"name": b.name, "bytes": b.bytes, "device": b.device,
-                                 "description": b.description} for b in presets]})
+        print_json(
+            {
+                "budgets": [
+                    {
+                        "name": b.name,
+                        "bytes": b.bytes,
+                        "device": b.device,
+                        "description": b.description,
+                    }
+                    for b in presets
+                ]
+            }
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="budget presets (use with --budget NAME, or give a size: 12GB, 12GiB)")
-    for col, justify in (("name", "left"), ("size", "right"), ("bytes", "right"),
-                         ("memory", "left"), ("what", "left")):
+    for col, justify in (
+        ("name", "left"),
+        ("size", "right"),
+        ("bytes", "right"),
+        ("memory", "left"),
+        ("what", "left"),
+    ):
         table.add_column(col, justify=justify)
     for b in presets:
-        table.add_row(b.name, format_bytes(b.bytes), f"{b.bytes:,}",
-                      "GPU" if b.device == "gpu" else "RAM", b.description)
+        table.add_row(
+            b.name,
+            format_bytes(b.bytes),
+            f"{b.bytes:,}",
+            "GPU" if b.device == "gpu" else "RAM",
+            b.description,
+        )
     Console().print(table)
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
-        "demo", help="train a digits CNN in 1/8 of its memory: profile, plan, train, compare")
-    parser.add_argument("--plot", default="memfit-demo.png",
-                        help="before/after chart file (PNG)")
+        "demo", help="train a digits CNN in 1/8 of its memory: profile, plan, train, compare"
+    )
+    parser.add_argument("--plot", default="memfit-demo.png", help="before/after chart file (PNG)")
     parser.set_defaults(run=run)
 
 

@@ -8,17 +8,29 @@ from memfit.cli._model_args import add_model_args, resolve_workload
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
-        "estimate", help="estimate a training step's memory without allocating it")
+        "estimate", help="estimate a training step's memory without allocating it"
+    )
     add_model_args(parser, optimizers=("sgd", "adam", "adamw", "adam8bit", "adam4bit"))
-    parser.add_argument("--budget", default=None,
-                        help="a size (12GB, 16GiB) or preset (colab, t4): say whether it fits, "
-                             "how much is missing, and the largest batch that fits")
+    parser.add_argument(
+        "--budget",
+        default=None,
+        help="a size (12GB, 16GiB) or preset (colab, t4): say whether it fits, "
+        "how much is missing, and the largest batch that fits",
+    )
     parser.add_argument("--device", default="cpu", help="device whose kernels to assume (cpu)")
-    parser.add_argument("--nodes", type=int, default=1,
-                        help="ranks sharing the model states (FSDP); memory is per rank and "
-                             "--batch-size is each rank's batch")
-    parser.add_argument("--plot", metavar="FILE.png", default=None,
-                        help="write a stacked-bar chart of the categories")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="ranks sharing the model states (FSDP); memory is per rank and "
+        "--batch-size is each rank's batch",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="write a stacked-bar chart of the categories",
+    )
     parser.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -35,8 +47,9 @@ def run(args) -> int:
         from memfit.errors import EstimateError
 
         raise EstimateError("--nodes must be at least 1")
-    result = estimate(workload, args.batch_size, args.optimizer, precision=args.precision,
-                      device=args.device)
+    result = estimate(
+        workload, args.batch_size, args.optimizer, precision=args.precision, device=args.device
+    )
     if args.nodes > 1:
         from memfit.estimator.sharded import shard_profile
 
@@ -48,18 +61,38 @@ def run(args) -> int:
             from memfit.estimator.sharded import shard_profile
 
             def peak_of(b):
-                return shard_profile(estimate(workload, b, args.optimizer,
-                                              precision=args.precision, device=args.device),
-                                     args.nodes, workload)
-        batch_fit = max_batch_size(workload, budget, args.optimizer, precision=args.precision,
-                                   device=args.device, peak_of=peak_of)
-        verdict = FitVerdict(result.peak_bytes, runtime_reserve(budget), budget,
-                             batch_fit.max_batch_size, batch_fit.max_batch_size_pow2)
+                return shard_profile(
+                    estimate(
+                        workload, b, args.optimizer, precision=args.precision, device=args.device
+                    ),
+                    args.nodes,
+                    workload,
+                )
+
+        batch_fit = max_batch_size(
+            workload,
+            budget,
+            args.optimizer,
+            precision=args.precision,
+            device=args.device,
+            peak_of=peak_of,
+        )
+        verdict = FitVerdict(
+            result.peak_bytes,
+            runtime_reserve(budget),
+            budget,
+            batch_fit.max_batch_size,
+            batch_fit.max_batch_size_pow2,
+        )
     if args.plot:
         from memfit.report.chart import plot_profiles
 
-        plot_profiles([result], args.plot, title="Estimated training memory at the peak",
-                      budget_bytes=budget.bytes if budget else None)
+        plot_profiles(
+            [result],
+            args.plot,
+            title="Estimated training memory at the peak",
+            budget_bytes=budget.bytes if budget else None,
+        )
     if args.json:
         data = result.to_dict()
         data["nodes"] = args.nodes

@@ -9,22 +9,36 @@ EXIT_OVER_BUDGET = 3
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("plan", help="find the fastest techniques that make a step fit a budget")
+    parser = sub.add_parser(
+        "plan", help="find the fastest techniques that make a step fit a budget"
+    )
     add_model_args(parser, optimizers=("sgd", "adam", "adamw"))
     parser.add_argument("--budget", required=True, help="a size (12GB, 16GiB) or a preset (colab)")
-    parser.add_argument("--exact", action="store_true",
-                        help="only techniques that keep training exact (no bf16, no low-bit state)")
-    parser.add_argument("--verify", action="store_true",
-                        help="apply the plan, run 3 real steps, report the measured peak "
-                             f"(exit {EXIT_OVER_BUDGET} if it exceeds the budget)")
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="only techniques that keep training exact (no bf16, no low-bit state)",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="apply the plan, run 3 real steps, report the measured peak "
+        f"(exit {EXIT_OVER_BUDGET} if it exceeds the budget)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-offload", action="store_true", help="never offload state to disk")
-    parser.add_argument("--nodes", type=int, default=1,
-                        help="ranks sharing the model states (FSDP): memory is per rank and "
-                             "--batch-size is each rank's batch")
-    parser.add_argument("--reserve", default=None,
-                        help="memory kept for the runtime itself (default 400MB on CPU, "
-                             "600MB on GPU)")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="ranks sharing the model states (FSDP): memory is per rank and "
+        "--batch-size is each rank's batch",
+    )
+    parser.add_argument(
+        "--reserve",
+        default=None,
+        help="memory kept for the runtime itself (default 400MB on CPU, 600MB on GPU)",
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -36,22 +50,34 @@ def run(args) -> int:
     if args.precision != "fp32":
         from memfit.errors import PlanError
 
-        raise PlanError("the planner chooses the precision itself; drop --precision "
-                        "(use --exact to keep fp32)")
+        raise PlanError(
+            "the planner chooses the precision itself; drop --precision (use --exact to keep fp32)"
+        )
     workload = resolve_workload(args)
     reserve = None
     if args.reserve is not None:
-        reserve = 0 if args.reserve.strip().upper() in ("0", "0B") else \
-            Budget.parse(args.reserve).bytes
-    the_plan = plan(workload, args.budget, args.batch_size, args.exact, optimizer=args.optimizer,
-                    device=args.device, reserve_bytes=reserve,
-                    allow_offload=not args.no_offload, nodes=args.nodes)
+        reserve = (
+            0 if args.reserve.strip().upper() in ("0", "0B") else Budget.parse(args.reserve).bytes
+        )
+    the_plan = plan(
+        workload,
+        args.budget,
+        args.batch_size,
+        args.exact,
+        optimizer=args.optimizer,
+        device=args.device,
+        reserve_bytes=reserve,
+        allow_offload=not args.no_offload,
+        nodes=args.nodes,
+    )
     measured = None
     if args.verify and args.nodes > 1:
         from memfit.errors import PlanError
 
-        raise PlanError("--verify runs one process; check a sharded plan with torchrun and "
-                        "`python -m memfit.distributed.check`")
+        raise PlanError(
+            "--verify runs one process; check a sharded plan with torchrun and "
+            "`python -m memfit.distributed.check`"
+        )
     if args.verify:
         measured = verify(the_plan, workload, args.device)
     if args.json:

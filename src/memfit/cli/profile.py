@@ -10,8 +10,12 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("profile", help="measure where a real training step's memory goes")
     add_model_args(parser)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--plot", metavar="FILE.png", default=None,
-                        help="write a stacked-bar chart of the categories")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="write a stacked-bar chart of the categories",
+    )
     parser.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -21,8 +25,9 @@ def run(args) -> int:
     from memfit.measure.profile import profile
 
     workload = resolve_workload(args)
-    result = profile(workload, args.batch_size, args.optimizer, precision=args.precision,
-                     device=args.device)
+    result = profile(
+        workload, args.batch_size, args.optimizer, precision=args.precision, device=args.device
+    )
     if args.plot:
         from memfit.report.chart import plot_profiles
 

@@ -16,8 +16,9 @@ from memfit.errors import CompressError
 from memfit.measure.bytes import module_bytes
 
 
-def kmeans_1d(values: torch.Tensor, k: int, iterations: int = 50
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans_1d(
+    values: torch.Tensor, k: int, iterations: int = 50
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(sorted centroids, assignment) of 1-D k-means with linear initialisation.
 
     Han et al. found linear initialisation (centroids spread evenly between the
@@ -47,10 +48,16 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int = 50
     return centroids, assignment
 
 
-def cluster(model: nn.Module, k: int = 16, *, skip: Iterable[str] = (),
-            validation: tuple[torch.Tensor, torch.Tensor] | None = None,
-            finetune_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-            finetune_steps: int = 0, inplace: bool = False) -> tuple[nn.Module, CompressReport]:
+def cluster(
+    model: nn.Module,
+    k: int = 16,
+    *,
+    skip: Iterable[str] = (),
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    finetune_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    finetune_steps: int = 0,
+    inplace: bool = False,
+) -> tuple[nn.Module, CompressReport]:
     """Share `k` values per layer: each Linear/Conv2d weight becomes a codebook of `k` fp32
     centroids plus one packed index per weight (4 bits for k=16). Pruned layers keep their
     sparsity and cluster only the kept weights. Codebooks are Parameters, so `finetune`
@@ -74,9 +81,15 @@ def cluster(model: nn.Module, k: int = 16, *, skip: Iterable[str] = (),
     bits = max(1, (k - 1).bit_length())
     layers = encode_layers(model, encoder, f"{k}-value codebook, {bits}-bit indices", skip)
     notes = ["biases and BatchNorm stay fp32"]
-    notes += tune_after_compression(model, finetune_data, finetune_steps,
-                                    "the shared values training")
+    notes += tune_after_compression(
+        model, finetune_data, finetune_steps, "the shared values training"
+    )
     return model, CompressReport(
-        method=f"cluster k={k}", before_bytes=before, after_bytes=module_bytes(model),
-        accuracy_before=accuracy_before, accuracy_after=maybe_accuracy(model, validation),
-        layers=layers, notes=notes)
+        method=f"cluster k={k}",
+        before_bytes=before,
+        after_bytes=module_bytes(model),
+        accuracy_before=accuracy_before,
+        accuracy_after=maybe_accuracy(model, validation),
+        layers=layers,
+        notes=notes,
+    )

@@ -17,21 +17,27 @@ Encoder = Callable[[torch.Tensor, torch.Tensor, int], nn.Module]
 """(values, entry_rows, rows) -> a value store."""
 
 
-def encode_layers(model: nn.Module, encoder: Encoder, encoding: str,
-                  skip: Iterable[str]) -> list[LayerReport]:
+def encode_layers(
+    model: nn.Module, encoder: Encoder, encoding: str, skip: Iterable[str]
+) -> list[LayerReport]:
     """Replace every target layer's values by `encoder(values, rows of values, row count)`."""
     reports = []
     for name, module in target_layers(model, skip):
         before = layer_bytes(module)
         if isinstance(module, CompressedLayer):
             if not isinstance(module.values, FloatValues):
-                raise CompressError(f"layer {name} is already {module.values.kind}; "
-                                    "quantize or cluster a model once")
+                raise CompressError(
+                    f"layer {name} is already {module.values.kind}; "
+                    "quantize or cluster a model once"
+                )
             positions = module.positions
             values = module.values.values.detach()
             rows = module.rows
-            entry_rows = (positions.entry_rows() if positions is not None
-                          else torch.arange(rows).repeat_interleave(module.cols))
+            entry_rows = (
+                positions.entry_rows()
+                if positions is not None
+                else torch.arange(rows).repeat_interleave(module.cols)
+            )
             module.values = encoder(values, entry_rows, rows)
             new = module
             density = 1.0 if positions is None else positions.nnz / (rows * module.cols)
@@ -40,15 +46,23 @@ def encode_layers(model: nn.Module, encoder: Encoder, encoding: str,
             rows, cols = weight.shape[0], weight[0].numel()
             values = encoder(weight.reshape(-1), torch.arange(rows).repeat_interleave(cols), rows)
             if isinstance(module, nn.Linear):
-                new = CompressedLinear(module.in_features, module.out_features, values, None,
-                                       module.bias)
+                new = CompressedLinear(
+                    module.in_features, module.out_features, values, None, module.bias
+                )
             else:
                 new = CompressedConv2d.like(module, values)
             new.train(module.training)
             set_module(model, name, new)
             positions, density = None, 1.0
         prefix = "dense" if positions is None else "sparse"
-        reports.append(LayerReport(
-            name, "conv2d" if isinstance(new, CompressedConv2d) else "linear", before,
-            layer_bytes(new), f"{prefix}, {encoding}", density))
+        reports.append(
+            LayerReport(
+                name,
+                "conv2d" if isinstance(new, CompressedConv2d) else "linear",
+                before,
+                layer_bytes(new),
+                f"{prefix}, {encoding}",
+                density,
+            )
+        )
     return reports

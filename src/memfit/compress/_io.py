@@ -27,12 +27,12 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
     """
     st = require("safetensors.torch", "compress")
     path = Path(path)
-    layers = {name: m.spec() for name, m in model.named_modules()
-              if isinstance(m, CompressedLayer)}
+    layers = {name: m.spec() for name, m in model.named_modules() if isinstance(m, CompressedLayer)}
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     metadata = {_KEY: json.dumps({"format": _FORMAT, "layers": layers})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
-                               prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"
+    )
     os.close(fd)
     try:
         st.save_file(tensors, tmp, metadata=metadata)
@@ -76,11 +76,13 @@ def load(path: str | os.PathLike, model: nn.Module) -> nn.Module:
         raise CompressError(f"{path} was not written by memfit.compress.save")
     description = json.loads(metadata[_KEY])
     if description.get("format") != _FORMAT:
-        raise CompressError(f"{path} has format {description.get('format')}; this memfit "
-                            f"reads format {_FORMAT}: upgrade memfit")
+        raise CompressError(
+            f"{path} has format {description.get('format')}; this memfit "
+            f"reads format {_FORMAT}: upgrade memfit"
+        )
     for name, spec in description["layers"].items():
         prefix = name + "."
-        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         layer = LAYER_TYPES[spec["type"]].from_spec(spec, own)
         _check_exists(model, name, path)
         set_module(model, name, layer)
@@ -88,8 +90,10 @@ def load(path: str | os.PathLike, model: nn.Module) -> nn.Module:
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise CompressError(f"{path} does not fit this model ({str(exc).splitlines()[0]}); "
-                            "build the same architecture that was saved") from exc
+        raise CompressError(
+            f"{path} does not fit this model ({str(exc).splitlines()[0]}); "
+            "build the same architecture that was saved"
+        ) from exc
     return model
 
 
@@ -97,8 +101,10 @@ def _check_exists(model: nn.Module, name: str, path: Path) -> None:
     try:
         model.get_submodule(name)
     except AttributeError as exc:
-        raise CompressError(f"{path} has layer {name}, which this model lacks; build the "
-                            "same architecture that was saved") from exc
+        raise CompressError(
+            f"{path} has layer {name}, which this model lacks; build the "
+            "same architecture that was saved"
+        ) from exc
 
 
 def _resize_plain_layers(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -112,12 +118,25 @@ def _resize_plain_layers(model: nn.Module, tensors: dict[str, torch.Tensor]) -> 
         if isinstance(module, nn.Linear):
             new = nn.Linear(saved.shape[1], saved.shape[0], bias=module.bias is not None)
         elif isinstance(module, nn.Conv2d):
-            new = nn.Conv2d(saved.shape[1] * module.groups, saved.shape[0], module.kernel_size,
-                            module.stride, module.padding, module.dilation, module.groups,
-                            module.bias is not None, module.padding_mode)
+            new = nn.Conv2d(
+                saved.shape[1] * module.groups,
+                saved.shape[0],
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                module.bias is not None,
+                module.padding_mode,
+            )
         elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            new = type(module)(saved.shape[0], module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+            new = type(module)(
+                saved.shape[0],
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+            )
         else:
             continue  # load_state_dict reports the mismatch
         set_module(model, name, new)

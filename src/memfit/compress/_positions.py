@@ -26,8 +26,15 @@ from memfit.errors import CompressError
 class SparsePositions(nn.Module):
     """Positions of the kept entries of a `rows x cols` matrix."""
 
-    def __init__(self, rows: int, cols: int, nnz: int, index_bits: int | None,
-                 tensors: dict[str, torch.Tensor], codes: int = 0):
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        nnz: int,
+        index_bits: int | None,
+        tensors: dict[str, torch.Tensor],
+        codes: int = 0,
+    ):
         super().__init__()
         self.rows, self.cols, self.nnz, self.index_bits = rows, cols, nnz, index_bits
         self.codes = codes  # packed gap codes, escapes included
@@ -61,14 +68,16 @@ class SparsePositions(nn.Module):
         per_entry = escapes + 1
         codes = torch.full((int(per_entry.sum()),), escape, dtype=torch.int64)
         codes[per_entry.cumsum(0) - 1] = last
-        return cls(rows, cols, nnz, index_bits, {"gaps": pack_bits(codes, index_bits)},
-                   codes=codes.numel())
+        return cls(
+            rows, cols, nnz, index_bits, {"gaps": pack_bits(codes, index_bits)}, codes=codes.numel()
+        )
 
     def flat_positions(self) -> torch.Tensor:
         """Row-major indices of the kept entries (int64)."""
         if self.index_bits is None:
             rows = torch.repeat_interleave(
-                torch.arange(self.rows), torch.diff(self.crow.to(torch.int64)))
+                torch.arange(self.rows), torch.diff(self.crow.to(torch.int64))
+            )
             return rows * self.cols + self.col.to(torch.int64)
         escape = (1 << self.index_bits) - 1
         codes = unpack_bits(self.gaps, self.index_bits, self.codes)
@@ -96,14 +105,24 @@ class SparsePositions(nn.Module):
         return out.view(self.rows, self.cols)
 
     def spec(self) -> dict:
-        return {"rows": self.rows, "cols": self.cols, "nnz": self.nnz,
-                "index_bits": self.index_bits,
-                "codes": self.codes}
+        return {
+            "rows": self.rows,
+            "cols": self.cols,
+            "nnz": self.nnz,
+            "index_bits": self.index_bits,
+            "codes": self.codes,
+        }
 
     @classmethod
     def from_spec(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> SparsePositions:
-        return cls(spec["rows"], spec["cols"], spec["nnz"], spec["index_bits"], tensors,
-                   codes=int(spec["codes"]))
+        return cls(
+            spec["rows"],
+            spec["cols"],
+            spec["nnz"],
+            spec["index_bits"],
+            tensors,
+            codes=int(spec["codes"]),
+        )
 
     def extra_repr(self) -> str:
         enc = "int32 CSR" if self.index_bits is None else f"{self.index_bits}-bit gaps"

@@ -26,11 +26,20 @@ SCOPES = ("global", "layer")
 LAYOUTS = ("auto", "sparse", "dense")
 
 
-def prune(model: nn.Module, amount: float, *, structured: bool = False, scope: str = "global",
-          layout: str = "auto", index_bits: int | None = None, skip: Iterable[str] = (),
-          validation: tuple[torch.Tensor, torch.Tensor] | None = None,
-          finetune_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-          finetune_steps: int = 0, inplace: bool = False) -> tuple[nn.Module, CompressReport]:
+def prune(
+    model: nn.Module,
+    amount: float,
+    *,
+    structured: bool = False,
+    scope: str = "global",
+    layout: str = "auto",
+    index_bits: int | None = None,
+    skip: Iterable[str] = (),
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    finetune_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    finetune_steps: int = 0,
+    inplace: bool = False,
+) -> tuple[nn.Module, CompressReport]:
     """Remove the smallest-magnitude weights (or channels) so the model holds less memory.
 
     - `amount`: fraction of weights (unstructured) or of output channels
@@ -71,24 +80,35 @@ def prune(model: nn.Module, amount: float, *, structured: bool = False, scope: s
         method = "prune"
     notes += tune_after_compression(model, finetune_data, finetune_steps, "the pruning mask fixed")
     return model, CompressReport(
-        method=method, before_bytes=before, after_bytes=module_bytes(model),
-        accuracy_before=accuracy_before, accuracy_after=maybe_accuracy(model, validation),
-        layers=layers, notes=notes)
+        method=method,
+        before_bytes=before,
+        after_bytes=module_bytes(model),
+        accuracy_before=accuracy_before,
+        accuracy_after=maybe_accuracy(model, validation),
+        layers=layers,
+        notes=notes,
+    )
 
 
-def _prune_weights(model: nn.Module, amount: float, scope: str, layout: str,
-                   index_bits: int | None, skip: Iterable[str]):
+def _prune_weights(
+    model: nn.Module,
+    amount: float,
+    scope: str,
+    layout: str,
+    index_bits: int | None,
+    skip: Iterable[str],
+):
     targets = target_layers(model, skip)
     for name, module in targets:
         if isinstance(module, CompressedLayer):
-            raise CompressError(f"layer {name} is already compressed; prune first, "
-                                "then quantize or cluster")
+            raise CompressError(
+                f"layer {name} is already compressed; prune first, then quantize or cluster"
+            )
     magnitudes = [_relative_magnitude(m.weight.detach(), scope) for _, m in targets]
     thresholds = _thresholds(magnitudes, amount, scope)
     layers: list[LayerReport] = []
     kept_dense = []
-    for (name, module), magnitude, threshold in zip(targets, magnitudes, thresholds,
-                                                     strict=True):
+    for (name, module), magnitude, threshold in zip(targets, magnitudes, thresholds, strict=True):
         before = layer_bytes(module)
         weight = module.weight.detach()
         keep = magnitude > threshold
@@ -97,15 +117,22 @@ def _prune_weights(model: nn.Module, amount: float, scope: str, layout: str,
         positions = SparsePositions.from_mask(matrix_keep, index_bits)
         sparse_bytes = tensors_bytes(positions.buffers()) + int(keep.sum()) * weight.element_size()
         go_sparse = can_be_sparse(module) and (
-            layout == "sparse" or (layout == "auto" and sparse_bytes < tensors_bytes([weight])))
+            layout == "sparse" or (layout == "auto" and sparse_bytes < tensors_bytes([weight]))
+        )
         if go_sparse:
             values = FloatValues(weight.reshape(matrix_keep.shape)[matrix_keep])
-            new = (CompressedLinear(module.in_features, module.out_features, values, positions,
-                                    module.bias) if isinstance(module, nn.Linear)
-                   else CompressedConv2d.like(module, values, positions))
+            new = (
+                CompressedLinear(
+                    module.in_features, module.out_features, values, positions, module.bias
+                )
+                if isinstance(module, nn.Linear)
+                else CompressedConv2d.like(module, values, positions)
+            )
             set_module(model, name, new)
-            encoding = (f"sparse {'int32 CSR' if index_bits is None else f'{index_bits}-bit gaps'}"
-                        ", fp32 values")
+            encoding = (
+                f"sparse {'int32 CSR' if index_bits is None else f'{index_bits}-bit gaps'}"
+                ", fp32 values"
+            )
         else:
             with torch.no_grad():
                 module.weight.mul_(keep)
@@ -118,7 +145,8 @@ def _prune_weights(model: nn.Module, amount: float, scope: str, layout: str,
         notes.append(
             f"kept dense (zeros stored, no memory saved): {', '.join(kept_dense)}; a sparse "
             "layout holds index bytes per kept weight and is only smaller above about 50% "
-            "sparsity with int32 indices (pass index_bits=8 or 4 to pack them)")
+            "sparsity with int32 indices (pass index_bits=8 or 4 to pack them)"
+        )
     return layers, notes
 
 
@@ -137,6 +165,7 @@ def _relative_magnitude(weight: torch.Tensor, scope: str) -> torch.Tensor:
 
 def _thresholds(magnitudes: list[torch.Tensor], amount: float, scope: str) -> list[float]:
     """Per layer, the magnitude at or below which weights are removed."""
+
     def kth(values: torch.Tensor) -> float:
         count = int(round(amount * values.numel()))
         return float(torch.kthvalue(values.reshape(-1), count).values) if count else -1.0

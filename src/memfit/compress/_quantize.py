@@ -24,10 +24,16 @@ from memfit.errors import CompressError
 from memfit.measure.bytes import module_bytes
 
 
-def quantize(model: nn.Module, bits: int = 8, *, skip: Iterable[str] = (),
-             validation: tuple[torch.Tensor, torch.Tensor] | None = None,
-             finetune_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-             finetune_steps: int = 0, inplace: bool = False) -> tuple[nn.Module, CompressReport]:
+def quantize(
+    model: nn.Module,
+    bits: int = 8,
+    *,
+    skip: Iterable[str] = (),
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    finetune_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    finetune_steps: int = 0,
+    inplace: bool = False,
+) -> tuple[nn.Module, CompressReport]:
     """Store every Linear/Conv2d weight as `bits`-bit integers with one fp32 scale per
     output channel (symmetric, so pruned zeros stay zero). 8 bits are int8; 4 bits are
     packed two to a byte. Pruned (sparse) layers keep their sparsity.
@@ -38,8 +44,9 @@ def quantize(model: nn.Module, bits: int = 8, *, skip: Iterable[str] = (),
     6.5
     """
     if not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise CompressError(f"bits must be an integer from 2 to 8 (8 and 4 are usual), "
-                            f"got {bits!r}")
+        raise CompressError(
+            f"bits must be an integer from 2 to 8 (8 and 4 are usual), got {bits!r}"
+        )
     accuracy_before = maybe_accuracy(model, validation)
     before = module_bytes(model)
     model = working_copy(model, inplace)
@@ -49,9 +56,15 @@ def quantize(model: nn.Module, bits: int = 8, *, skip: Iterable[str] = (),
 
     layers = encode_layers(model, encoder, f"int{bits} per-channel", skip)
     notes = ["biases and BatchNorm stay fp32"]
-    notes += tune_after_compression(model, finetune_data, finetune_steps,
-                                    "biases and BatchNorm training")
+    notes += tune_after_compression(
+        model, finetune_data, finetune_steps, "biases and BatchNorm training"
+    )
     return model, CompressReport(
-        method=f"quantize int{bits}", before_bytes=before, after_bytes=module_bytes(model),
-        accuracy_before=accuracy_before, accuracy_after=maybe_accuracy(model, validation),
-        layers=layers, notes=notes)
+        method=f"quantize int{bits}",
+        before_bytes=before,
+        after_bytes=module_bytes(model),
+        accuracy_before=accuracy_before,
+        accuracy_after=maybe_accuracy(model, validation),
+        layers=layers,
+        notes=notes,
+    )

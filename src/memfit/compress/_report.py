@@ -63,11 +63,15 @@ class CompressReport:
         return out
 
     def __str__(self) -> str:
-        text = (f"{self.method}: {self.before_bytes:,} -> {self.after_bytes:,} bytes "
-                f"({self.ratio:.1f}x smaller)")
+        text = (
+            f"{self.method}: {self.before_bytes:,} -> {self.after_bytes:,} bytes "
+            f"({self.ratio:.1f}x smaller)"
+        )
         if self.accuracy_change is not None:
-            text += (f", accuracy {self.accuracy_before:.2%} -> {self.accuracy_after:.2%} "
-                     f"({100 * self.accuracy_change:+.2f} points)")
+            text += (
+                f", accuracy {self.accuracy_before:.2%} -> {self.accuracy_after:.2%} "
+                f"({100 * self.accuracy_change:+.2f} points)"
+            )
         return text
 
 
@@ -76,8 +80,9 @@ def layer_bytes(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, validation: tuple[torch.Tensor, torch.Tensor],
-             batch_size: int = 512) -> float:
+def accuracy(
+    model: nn.Module, validation: tuple[torch.Tensor, torch.Tensor], batch_size: int = 512
+) -> float:
     """Top-1 accuracy of a classifier on `(inputs, labels)`, in eval mode.
 
     >>> model = nn.Linear(2, 2)
@@ -92,8 +97,8 @@ def accuracy(model: nn.Module, validation: tuple[torch.Tensor, torch.Tensor],
     try:
         correct = 0
         for start in range(0, len(labels), batch_size):
-            logits = model(inputs[start:start + batch_size])
-            correct += int((logits.argmax(-1) == labels[start:start + batch_size]).sum())
+            logits = model(inputs[start : start + batch_size])
+            correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
     finally:
         model.train(was_training)
     return correct / max(len(labels), 1)

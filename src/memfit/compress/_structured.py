@@ -21,12 +21,38 @@ from memfit.compress._report import LayerReport, layer_bytes
 from memfit.compress._targets import set_module
 from memfit.errors import CompressError
 
-_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU,
-                 nn.ELU, nn.Hardswish, nn.Mish, nn.Dropout, nn.Dropout2d, nn.Identity,
-                 nn.MaxPool2d, nn.AvgPool2d)
+_PASS_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+)
 _POOL_TO_ONE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-_PASS_FUNCTIONS = {F.relu, F.relu6, F.gelu, F.silu, F.leaky_relu, F.elu, F.dropout,
-                   torch.relu, torch.sigmoid, torch.tanh, F.max_pool2d, F.avg_pool2d}
+_PASS_FUNCTIONS = {
+    F.relu,
+    F.relu6,
+    F.gelu,
+    F.silu,
+    F.leaky_relu,
+    F.elu,
+    F.dropout,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    F.max_pool2d,
+    F.avg_pool2d,
+}
 _PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -42,35 +68,51 @@ def prune_channels(model: nn.Module, amount: float, scope: str, skip: Iterable[s
     """Remove `amount` of the prunable layers' output channels in place."""
     groups, blocked = _find_groups(model, tuple(skip))
     if not groups:
-        raise CompressError("no layer can lose channels: every Linear/Conv2d output feeds the "
-                            "model output, a residual add, a concat or a reshape; "
-                            "use structured=False")
+        raise CompressError(
+            "no layer can lose channels: every Linear/Conv2d output feeds the "
+            "model output, a residual add, a concat or a reshape; "
+            "use structured=False"
+        )
     modules = dict(model.named_modules())
     scores = {g.producer: _channel_scores(modules, g) for g in groups}
     keep = _choose_channels(scores, amount, scope)
-    before = {name: layer_bytes(modules[name]) for g in groups
-              for name in [g.producer, *g.batchnorms, *g.consumers]}
+    before = {
+        name: layer_bytes(modules[name])
+        for g in groups
+        for name in [g.producer, *g.batchnorms, *g.consumers]
+    }
     out_index = {g.producer: keep[g.producer] for g in groups}
     in_index = {c: keep[g.producer] for g in groups for c in g.consumers}
     bn_index = {b: keep[g.producer] for g in groups for b in g.batchnorms}
     for name in dict.fromkeys([*out_index, *in_index]):
-        set_module(model, name, _slice_layer(modules[name], out_index.get(name), in_index.get(name)))
+        set_module(
+            model, name, _slice_layer(modules[name], out_index.get(name), in_index.get(name))
+        )
     for name, idx in bn_index.items():
         set_module(model, name, _slice_batchnorm(modules[name], idx))
     layers = []
     for g in groups:
         new = model.get_submodule(g.producer)
         old_channels = len(scores[g.producer])
-        layers.append(LayerReport(
-            g.producer, "conv2d" if isinstance(new, nn.Conv2d) else "linear",
-            before[g.producer], layer_bytes(new),
-            f"dense fp32, {len(keep[g.producer])} of {old_channels} output channels",
-            len(keep[g.producer]) / old_channels))
-    notes = [f"channels removed from {len(groups)} layers; inputs of "
-             f"{len(in_index)} following layers and {len(bn_index)} BatchNorms shrank with them"]
+        layers.append(
+            LayerReport(
+                g.producer,
+                "conv2d" if isinstance(new, nn.Conv2d) else "linear",
+                before[g.producer],
+                layer_bytes(new),
+                f"dense fp32, {len(keep[g.producer])} of {old_channels} output channels",
+                len(keep[g.producer]) / old_channels,
+            )
+        )
+    notes = [
+        f"channels removed from {len(groups)} layers; inputs of "
+        f"{len(in_index)} following layers and {len(bn_index)} BatchNorms shrank with them"
+    ]
     if blocked:
-        notes.append(f"left whole (output feeds the model output, an add, a concat or a "
-                     f"reshape): {', '.join(blocked)}")
+        notes.append(
+            f"left whole (output feeds the model output, an add, a concat or a "
+            f"reshape): {', '.join(blocked)}"
+        )
     return layers, notes
 
 
@@ -78,8 +120,9 @@ def _find_groups(model: nn.Module, skip: tuple[str, ...]) -> tuple[list[_Group],
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception as exc:
-        raise CompressError(f"structured pruning needs a model torch.fx can trace ({exc}); "
-                            "use structured=False") from exc
+        raise CompressError(
+            f"structured pruning needs a model torch.fx can trace ({exc}); use structured=False"
+        ) from exc
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
@@ -95,7 +138,8 @@ def _find_groups(model: nn.Module, skip: tuple[str, ...]) -> tuple[list[_Group],
         group = _follow(node, modules)
         # A layer called in several places cannot be resized for one of them only.
         shared = group is not None and any(
-            calls[n] > 1 for n in [name, *group.consumers, *group.batchnorms])
+            calls[n] > 1 for n in [name, *group.consumers, *group.batchnorms]
+        )
         if group is None or shared or not group.consumers:
             blocked.append(name)
         else:
@@ -167,8 +211,9 @@ def _channel_scores(modules: dict[str, nn.Module], group: _Group) -> torch.Tenso
     return score
 
 
-def _choose_channels(scores: dict[str, torch.Tensor], amount: float, scope: str
-                     ) -> dict[str, torch.Tensor]:
+def _choose_channels(
+    scores: dict[str, torch.Tensor], amount: float, scope: str
+) -> dict[str, torch.Tensor]:
     """Sorted indices of the channels each producer keeps (at least one)."""
     keep = {}
     if scope == "layer":
@@ -199,8 +244,17 @@ def _slice_layer(layer: nn.Module, out_idx: torch.Tensor | None, in_idx: torch.T
     if isinstance(layer, nn.Linear):
         new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     else:
-        new = nn.Conv2d(weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride,
-                        layer.padding, layer.dilation, 1, bias is not None, layer.padding_mode)
+        new = nn.Conv2d(
+            weight.shape[1],
+            weight.shape[0],
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            1,
+            bias is not None,
+            layer.padding_mode,
+        )
     new = new.to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
@@ -223,4 +277,3 @@ def _slice_batchnorm(bn: nn.Module, idx: torch.Tensor) -> nn.Module:
             new.num_batches_tracked.copy_(bn.num_batches_tracked)
     new.train(bn.training)
     return new
-

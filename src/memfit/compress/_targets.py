@@ -24,11 +24,15 @@ def target_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str,
     A name in `skip` also skips everything inside it (`skip=["head"]`).
     """
     skip = tuple(skip)
-    found = [(name, module) for name, module in model.named_modules()
-             if is_target(module) and not any(name == s or name.startswith(s + ".") for s in skip)]
+    found = [
+        (name, module)
+        for name, module in model.named_modules()
+        if is_target(module) and not any(name == s or name.startswith(s + ".") for s in skip)
+    ]
     if not found:
-        raise CompressError("the model has no Linear or Conv2d layer to compress "
-                            "(or every one is listed in skip)")
+        raise CompressError(
+            "the model has no Linear or Conv2d layer to compress (or every one is listed in skip)"
+        )
     return found
 
 
@@ -45,6 +49,7 @@ def working_copy(model: nn.Module, inplace: bool) -> nn.Module:
 
 def check_fraction(amount: float, what: str = "amount") -> float:
     if not isinstance(amount, (int, float)) or not 0.0 <= amount < 1.0:
-        raise CompressError(f"{what} is the fraction to remove: give a number in [0, 1), "
-                            f"got {amount!r}")
+        raise CompressError(
+            f"{what} is the fraction to remove: give a number in [0, 1), got {amount!r}"
+        )
     return float(amount)

@@ -9,8 +9,14 @@ from torch import nn
 from memfit.errors import CompressError
 
 
-def finetune(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], steps: int = 200,
-             lr: float = 1e-3, batch_size: int = 64, seed: int = 0) -> nn.Module:
+def finetune(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    steps: int = 200,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> nn.Module:
     """Train a classifier for `steps` Adam steps on `(inputs, labels)`, keeping pruned weights at 0.
 
     Sparse compressed layers store only their kept weights, so their mask cannot
@@ -87,8 +93,11 @@ def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: in
     (digits CNN, 70% pruned: 11% accuracy with the old statistics, 93% with new ones).
     Returns whether the model had a BatchNorm.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and m.track_running_stats]
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if not norms:
         return False
     momenta = [m.momentum for m in norms]
@@ -99,7 +108,7 @@ def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: in
     model.train()
     try:
         for start in range(0, len(inputs), batch_size):
-            model(inputs[start:start + batch_size])
+            model(inputs[start : start + batch_size])
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
@@ -107,8 +116,9 @@ def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: in
     return True
 
 
-def tune_after_compression(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor] | None,
-                           steps: int, what: str) -> list[str]:
+def tune_after_compression(
+    model: nn.Module, data: tuple[torch.Tensor, torch.Tensor] | None, steps: int, what: str
+) -> list[str]:
     """Recalibrate BatchNorm, then fine-tune, when training data is given; returns notes."""
     if data is None:
         return []

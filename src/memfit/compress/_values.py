@@ -56,8 +56,9 @@ class QuantizedValues(nn.Module):
         self.register_buffer("scale", tensors["scale"])
 
     @classmethod
-    def encode(cls, values: torch.Tensor, entry_rows: torch.Tensor, rows: int,
-               bits: int) -> QuantizedValues:
+    def encode(
+        cls, values: torch.Tensor, entry_rows: torch.Tensor, rows: int, bits: int
+    ) -> QuantizedValues:
         """Quantize `values`, whose entry i belongs to row `entry_rows[i]`."""
         check_bits(bits)
         values = values.detach().reshape(-1).float()
@@ -100,12 +101,16 @@ class ClusteredValues(nn.Module):
         self.register_buffer("codes", tensors["codes"])
 
     @classmethod
-    def encode(cls, values: torch.Tensor, codebook: torch.Tensor,
-               assignment: torch.Tensor) -> ClusteredValues:
+    def encode(
+        cls, values: torch.Tensor, codebook: torch.Tensor, assignment: torch.Tensor
+    ) -> ClusteredValues:
         k = codebook.numel()
         bits = max(1, (k - 1).bit_length())
-        return cls(bits, values.numel(),
-                   {"codebook": codebook.float(), "codes": pack_bits(assignment, bits)})
+        return cls(
+            bits,
+            values.numel(),
+            {"codebook": codebook.float(), "codes": pack_bits(assignment, bits)},
+        )
 
     def decode(self, entry_rows: torch.Tensor | None = None) -> torch.Tensor:
         # Indexing a Parameter sums the gradients of weights that share a centroid,

@@ -27,12 +27,23 @@ from memfit.data._shrink_rules import code_dtype, smallest_int_dtype
 # Past this many distinct values a string column stays a string: tracking them would
 # cost memory that grows with the file, and a category would save little.
 MAX_TRACKED_CATEGORIES = 1 << 15
-_WIDER = {"null": ("int", "uint", "float", "bool", "timestamp", "string"),
-          "int": ("int", "uint", "float", "string"), "uint": ("uint", "float", "string"),
-          "float": ("float", "string"), "bool": ("bool", "string"),
-          "timestamp": ("timestamp", "string"), "string": ("string",)}
-_ARROW = {"int": pa.int64(), "uint": pa.uint64(), "float": pa.float64(), "bool": pa.bool_(),
-          "timestamp": pa.timestamp("ns"), "string": pa.large_string()}
+_WIDER = {
+    "null": ("int", "uint", "float", "bool", "timestamp", "string"),
+    "int": ("int", "uint", "float", "string"),
+    "uint": ("uint", "float", "string"),
+    "float": ("float", "string"),
+    "bool": ("bool", "string"),
+    "timestamp": ("timestamp", "string"),
+    "string": ("string",),
+}
+_ARROW = {
+    "int": pa.int64(),
+    "uint": pa.uint64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("ns"),
+    "string": pa.large_string(),
+}
 _INTEGER_TEXT = r"^[-+]?[0-9]+$"
 
 
@@ -111,7 +122,8 @@ class ColumnStats:
             if self.integral:
                 finite = pc.all(pc.is_finite(present)).as_py()
                 self.integral = bool(finite) and bool(
-                    pc.all(pc.equal(pc.trunc(present), present)).as_py())
+                    pc.all(pc.equal(pc.trunc(present), present)).as_py()
+                )
             if self.float32_exact:
                 back = pc.cast(pc.cast(present, pa.float32(), safe=False), pa.float64())
                 same = pc.or_(pc.equal(back, present), pc.is_nan(present))
@@ -119,8 +131,9 @@ class ColumnStats:
         if kind == "string" and not self.distinct_overflow:
             uniques = pc.unique(typed.drop_null())
             if self.distinct is not None:
-                uniques = pc.unique(pa.concat_arrays([self.distinct, uniques.cast(
-                    self.distinct.type)]))
+                uniques = pc.unique(
+                    pa.concat_arrays([self.distinct, uniques.cast(self.distinct.type)])
+                )
             if len(uniques) > MAX_TRACKED_CATEGORIES:
                 self.distinct, self.distinct_overflow = None, True
             else:
@@ -140,8 +153,11 @@ def _parse(text: pa.Array, kind: str) -> pa.Array | None:
     typed = _cast_or_none(text, kind)
     if typed is not None and kind == "float":
         biggest = pc.max(pc.abs(typed)).as_py()
-        if biggest is not None and biggest >= 2.0**53 and pc.all(
-                pc.match_substring_regex(text, _INTEGER_TEXT)).as_py():
+        if (
+            biggest is not None
+            and biggest >= 2.0**53
+            and pc.all(pc.match_substring_regex(text, _INTEGER_TEXT)).as_py()
+        ):
             return None  # whole numbers beyond int64/uint64: float64 would round them
     return typed
 
@@ -162,8 +178,9 @@ def _kind_of(arrow_type: pa.DataType) -> str:
         return "float"
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return "string"
-    if pa.types.is_dictionary(arrow_type) and (pa.types.is_string(arrow_type.value_type)
-                                               or pa.types.is_large_string(arrow_type.value_type)):
+    if pa.types.is_dictionary(arrow_type) and (
+        pa.types.is_string(arrow_type.value_type) or pa.types.is_large_string(arrow_type.value_type)
+    ):
         return "string"
     return "other"
 
@@ -201,8 +218,16 @@ def decide(stats: ColumnStats, text_input: bool, shrink: bool = True) -> ColumnT
     after = _pandas_bytes(write_dtype, stats, categories)
     if after > before and not isinstance(before_dtype, str):
         write_dtype, after, categories = before_dtype, before, None
-    return ColumnTarget(stats.name, read_type, write_dtype, _label(before_dtype),
-                        _label(write_dtype), int(before), int(after), categories)
+    return ColumnTarget(
+        stats.name,
+        read_type,
+        write_dtype,
+        _label(before_dtype),
+        _label(write_dtype),
+        int(before),
+        int(after),
+        categories,
+    )
 
 
 def _label(dtype) -> str:
@@ -214,8 +239,11 @@ def _loaded_by_pandas(stats: ColumnStats, text_input: bool):
     has_nulls = stats.nulls > 0
     if text_input:
         if stats.kind in ("int", "uint"):
-            dtype = np.dtype(np.float64) if has_nulls else np.dtype(
-                np.int64 if stats.kind == "int" else np.uint64)
+            dtype = (
+                np.dtype(np.float64)
+                if has_nulls
+                else np.dtype(np.int64 if stats.kind == "int" else np.uint64)
+            )
         elif stats.kind == "float":
             dtype = np.dtype(np.float64)
         elif stats.kind == "bool":

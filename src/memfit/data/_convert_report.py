@@ -19,8 +19,14 @@ def run_with_progress(job: Callable, quiet: bool, label: str):
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -40,13 +46,22 @@ def print_report(result, as_json: bool) -> None:
     for name in ("column", "old dtype", "new dtype", "before", "after"):
         table.add_column(name, justify="right" if name in ("before", "after") else "left")
     for c in result.columns:
-        table.add_row(str(c.name), c.old_dtype, c.new_dtype, format_bytes(c.before_bytes),
-                      format_bytes(c.after_bytes))
+        table.add_row(
+            str(c.name),
+            c.old_dtype,
+            c.new_dtype,
+            format_bytes(c.before_bytes),
+            format_bytes(c.after_bytes),
+        )
     console = Console()
     console.print(table)
     ratio = result.before_bytes / max(result.after_bytes, 1)
-    console.print(f"in memory with pandas: {format_bytes(result.before_bytes)} -> "
-                  f"{format_bytes(result.after_bytes)} ({ratio:.1f}x smaller)")
+    console.print(
+        f"in memory with pandas: {format_bytes(result.before_bytes)} -> "
+        f"{format_bytes(result.after_bytes)} ({ratio:.1f}x smaller)"
+    )
     if result.destination:
-        console.print(f"wrote {result.destination} ({format_bytes(result.output_file_bytes)}, "
-                      f"input file {format_bytes(result.input_file_bytes)})")
+        console.print(
+            f"wrote {result.destination} ({format_bytes(result.output_file_bytes)}, "
+            f"input file {format_bytes(result.input_file_bytes)})"
+        )

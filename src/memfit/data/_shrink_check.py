@@ -34,7 +34,9 @@ def is_numeric(dtype) -> bool:
     if isinstance(dtype, pd.CategoricalDtype):
         return False
     return bool(
-        ptypes.is_integer_dtype(dtype) or ptypes.is_float_dtype(dtype) or ptypes.is_bool_dtype(dtype)
+        ptypes.is_integer_dtype(dtype)
+        or ptypes.is_float_dtype(dtype)
+        or ptypes.is_bool_dtype(dtype)
     ) and not ptypes.is_object_dtype(dtype)
 
 
@@ -49,8 +51,9 @@ def numeric_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return series.to_numpy(dtype=numpy_dtype, na_value=fill), missing
 
 
-def compare(old: pd.Series, new: pd.Series, rtol: float = 0.0,
-            old_strings: pa.Array | None = None) -> Comparison:
+def compare(
+    old: pd.Series, new: pd.Series, rtol: float = 0.0, old_strings: pa.Array | None = None
+) -> Comparison:
     """Compare two columns of equal length value by value.
 
     >>> compare(pd.Series([1.0, None, 3.0]), pd.Series([1, None, 3], dtype="UInt8"))
@@ -81,8 +84,9 @@ def compare(old: pd.Series, new: pd.Series, rtol: float = 0.0,
             # as an object below).
             old_strings = _objects_as_arrow(old)
         if old_strings is not None and new_strings is not None:
-            equal = pc.equal(old_strings, new_strings).fill_null(True).to_numpy(
-                zero_copy_only=False)
+            equal = (
+                pc.equal(old_strings, new_strings).fill_null(True).to_numpy(zero_copy_only=False)
+            )
             err = np.where(equal[present], 0.0, np.inf)
         else:
             err = _object_error(_as_objects(old)[present], _as_objects(new)[present])
@@ -116,8 +120,13 @@ def _numbers_identical(old: pd.Series, new: pd.Series) -> bool:
         if floats.size and not np.nanmax(np.abs(floats)) <= 2.0**53:
             return False  # float64 holds every integer only up to 2**53
     with np.errstate(invalid="ignore"):
-        return bool(np.array_equal(old_values.astype(np.float64, copy=False),
-                                   new_values.astype(np.float64, copy=False), equal_nan=True))
+        return bool(
+            np.array_equal(
+                old_values.astype(np.float64, copy=False),
+                new_values.astype(np.float64, copy=False),
+                equal_nan=True,
+            )
+        )
 
 
 def _numeric_error(old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -164,7 +173,9 @@ def _object_error(old: np.ndarray, new: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     equal = np.asarray(old == new, dtype=bool)
     if equal.shape != old.shape:  # elements that compare as containers: fall back to one by one
-        equal = np.fromiter((bool(x == y) for x, y in zip(old, new, strict=True)), dtype=bool, count=old.size)
+        equal = np.fromiter(
+            (bool(x == y) for x, y in zip(old, new, strict=True)), dtype=bool, count=old.size
+        )
     err = np.zeros(old.shape)
     err[~equal] = np.inf
     return err
@@ -181,8 +192,11 @@ def _arrow_strings(series: pd.Series) -> pa.Array | None:
         codes = series.cat.codes.to_numpy()
         return categories.take(pa.array(codes, mask=codes < 0))
     string = isinstance(dtype, pd.StringDtype) or (
-        isinstance(dtype, pd.ArrowDtype) and pa.types.is_string(dtype.pyarrow_dtype)
-        or isinstance(dtype, pd.ArrowDtype) and pa.types.is_large_string(dtype.pyarrow_dtype))
+        isinstance(dtype, pd.ArrowDtype)
+        and pa.types.is_string(dtype.pyarrow_dtype)
+        or isinstance(dtype, pd.ArrowDtype)
+        and pa.types.is_large_string(dtype.pyarrow_dtype)
+    )
     if not string:
         return None
     array = pa.array(series.array)

@@ -53,7 +53,9 @@ class ColumnPlan:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise DataError(f"unknown column plan kind {self.kind!r}; use one of {', '.join(KINDS)}")
+            raise DataError(
+                f"unknown column plan kind {self.kind!r}; use one of {', '.join(KINDS)}"
+            )
 
     def target_dtype(self):
         """The pandas dtype this plan casts to (None for keep)."""
@@ -96,8 +98,9 @@ class FitOptions:
 # ----------------------------------------------------------------------------- fitting
 
 
-def fit_column(series: pd.Series, options: FitOptions, before_bytes: int,
-               strings: pa.Array | None = None) -> ColumnPlan:
+def fit_column(
+    series: pd.Series, options: FitOptions, before_bytes: int, strings: pa.Array | None = None
+) -> ColumnPlan:
     """Decide the smallest faithful dtype for one column.
 
     `strings`: the column as pyarrow strings when the caller already converted it.
@@ -106,15 +109,23 @@ def fit_column(series: pd.Series, options: FitOptions, before_bytes: int,
     base = {"name": series.name, "old_dtype": str(dtype)}
     if isinstance(dtype, pd.CategoricalDtype):
         cats = dtype.categories
-        return ColumnPlan(**base, new_dtype="category", kind="category",
-                          categories=cats.tolist(), ordered=bool(dtype.ordered),
-                          _categories_cache=cats)
+        return ColumnPlan(
+            **base,
+            new_dtype="category",
+            kind="category",
+            categories=cats.tolist(),
+            ordered=bool(dtype.ordered),
+            _categories_cache=cats,
+        )
     if _is_string_like(dtype):
         return _fit_strings(series, options, before_bytes, base) if options.strings else _keep(base)
     if ptypes.is_object_dtype(dtype):
         if strings is not None:
-            return _fit_strings(series, options, before_bytes, base, strings) \
-                if options.strings else _keep(base)
+            return (
+                _fit_strings(series, options, before_bytes, base, strings)
+                if options.strings
+                else _keep(base)
+            )
         return _fit_object(series, options, before_bytes, base)
     if not is_numeric(dtype) or ptypes.is_bool_dtype(dtype):
         return _keep(base)  # datetimes, timedeltas, periods, intervals, sparse, complex, bools
@@ -261,8 +272,13 @@ def _object_to_numbers(series: pd.Series) -> pd.Series | None:
     return None
 
 
-def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base: dict,
-                 strings: pa.Array | None = None):
+def _fit_strings(
+    series: pd.Series,
+    options: FitOptions,
+    before_bytes: int,
+    base: dict,
+    strings: pa.Array | None = None,
+):
     strings = to_arrow_strings(series) if strings is None else strings
     if strings is None:
         return _keep(base)
@@ -270,12 +286,16 @@ def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base
     if series.dtype == string_dtype:
         string_bytes = before_bytes
     else:
-        string_bytes = int(pd.Series(pd.array(strings, dtype=string_dtype)).memory_usage(
-            deep=True, index=False))
+        string_bytes = int(
+            pd.Series(pd.array(strings, dtype=string_dtype)).memory_usage(deep=True, index=False)
+        )
     keep_or_string = min(before_bytes, string_bytes)
     if not _category_may_be_smaller(strings, keep_or_string):
-        return _keep(base) if keep_or_string == before_bytes else \
-            ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
+        return (
+            _keep(base)
+            if keep_or_string == before_bytes
+            else ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
+        )
     # One hash pass gives both the categories and the codes. Categories keep the order
     # of first appearance: sorting half a million strings would cost more than the rest.
     encoded = pc.dictionary_encode(strings)
@@ -286,8 +306,11 @@ def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base
     # A categorical's categories get a hash table on first lookup (pandas builds it for
     # every ==, isin or merge): count it, or a high-cardinality column looks smaller as
     # a category than it will be in use.
-    category_bytes = (len(series) * code_type.itemsize + categories.memory_usage(deep=True)
-                      + hash_table_bytes(len(categories)))
+    category_bytes = (
+        len(series) * code_type.itemsize
+        + categories.memory_usage(deep=True)
+        + hash_table_bytes(len(categories))
+    )
     best = min(before_bytes, category_bytes, string_bytes)
     if best == before_bytes:
         return _keep(base)
@@ -295,8 +318,13 @@ def _fit_strings(series: pd.Series, options: FitOptions, before_bytes: int, base
         return ColumnPlan(**base, new_dtype=str(string_dtype), kind="string")
     # Build the table now, so the size reported for the result is the size in use.
     categories.get_loc(categories[0])
-    plan = ColumnPlan(**base, new_dtype="category", kind="category",
-                      categories=categories.tolist(), _categories_cache=categories)
+    plan = ColumnPlan(
+        **base,
+        new_dtype="category",
+        kind="category",
+        categories=categories.tolist(),
+        _categories_cache=categories,
+    )
     codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(code_type)
     plan._precast = _rebuild(series, pd.Categorical.from_codes(codes, dtype=plan.target_dtype()))
     return plan
@@ -337,7 +365,9 @@ def to_arrow_strings(series: pd.Series) -> pa.Array | None:
         if isinstance(series.dtype, (pd.StringDtype, pd.ArrowDtype)):
             array = pa.array(series.array)
         else:
-            array = pa.array(series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+            array = pa.array(
+                series.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True
+            )
     except (pa.ArrowException, TypeError, ValueError):
         return None
     if isinstance(array, pa.ChunkedArray):

@@ -51,8 +51,10 @@ def deep_bytes(series: pd.Series, strings: pa.Array | None = None) -> int:
     others = values[~ascii_present]
     other_bytes = 0
     if others.size:
-        other_bytes = int(pd.Series(others, dtype=object, copy=False).memory_usage(
-            deep=True, index=False)) - others.nbytes
+        other_bytes = (
+            int(pd.Series(others, dtype=object, copy=False).memory_usage(deep=True, index=False))
+            - others.nbytes
+        )
     return values.nbytes + counted * _EMPTY_STR_BYTES + text + other_bytes
 
 

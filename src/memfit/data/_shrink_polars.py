@@ -45,12 +45,16 @@ def _shrunk(pl, series, options: FitOptions):
     if dtype.is_float() and len(present):
         values = present.to_numpy().astype(np.float64)
         finite = np.isfinite(values).all()
-        if options.float_to_int and finite and (values == np.trunc(values)).all() \
-                and abs(values).max() < 2.0**63:
+        if (
+            options.float_to_int
+            and finite
+            and (values == np.trunc(values)).all()
+            and abs(values).max() < 2.0**63
+        ):
             target = smallest_int_dtype(int(values.min()), int(values.max()))
             if target is not None and target.itemsize < (4 if dtype == pl.Float32 else 8):
                 return series.cast(_polars_int(pl, target))
-        candidates = ([pl.Float16] if options.float16 and hasattr(pl, "Float16") else [])
+        candidates = [pl.Float16] if options.float16 and hasattr(pl, "Float16") else []
         for target in [*candidates, pl.Float32]:
             if dtype == target:
                 break

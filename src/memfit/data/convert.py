@@ -87,8 +87,9 @@ class ConvertResult:
             "before_bytes": int(self.before_bytes),
             "after_bytes": int(self.after_bytes),
             "input_file_bytes": int(self.input_file_bytes),
-            "output_file_bytes": (None if self.output_file_bytes is None
-                                  else int(self.output_file_bytes)),
+            "output_file_bytes": (
+                None if self.output_file_bytes is None else int(self.output_file_bytes)
+            ),
             "block_bytes": int(self.block_bytes),
             "seconds": round(self.seconds, 3),
             "columns": [c.to_dict() for c in self.columns],
@@ -138,28 +139,38 @@ def convert(
     if destination is not None:
         output_bytes = _write(reader, targets, Path(destination), rows, report)
     index_bytes = int(pd.RangeIndex(rows).memory_usage(deep=True))
-    columns = [ColumnReport(t.name, t.old_dtype, t.new_dtype, t.before_bytes, t.after_bytes)
-               for t in targets]
+    columns = [
+        ColumnReport(t.name, t.old_dtype, t.new_dtype, t.before_bytes, t.after_bytes)
+        for t in targets
+    ]
     return ConvertResult(
-        source=str(source), destination=None if destination is None else str(destination),
-        rows=rows, before_bytes=index_bytes + sum(t.before_bytes for t in targets),
-        after_bytes=index_bytes + sum(t.after_bytes for t in targets), columns=columns,
-        input_file_bytes=file_bytes, output_file_bytes=output_bytes,
-        block_bytes=reader.block_bytes, seconds=time.perf_counter() - start)
+        source=str(source),
+        destination=None if destination is None else str(destination),
+        rows=rows,
+        before_bytes=index_bytes + sum(t.before_bytes for t in targets),
+        after_bytes=index_bytes + sum(t.after_bytes for t in targets),
+        columns=columns,
+        input_file_bytes=file_bytes,
+        output_file_bytes=output_bytes,
+        block_bytes=reader.block_bytes,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _block_bytes(max_memory) -> int:
     import psutil
 
     in_use = psutil.Process().memory_info().rss
-    budget = in_use + DEFAULT_WORKING_MEMORY if max_memory is None else \
-        Budget.parse(max_memory).bytes
+    budget = (
+        in_use + DEFAULT_WORKING_MEMORY if max_memory is None else Budget.parse(max_memory).bytes
+    )
     data = budget - in_use
     if data < 8 * _MIN_BLOCK * 4:
         raise ConvertError(
             f"--max-memory {format_bytes(budget)} leaves {format_bytes(max(data, 0))} for data "
             f"after the {format_bytes(in_use)} this process already uses; give at least "
-            f"{format_bytes(in_use + 64 * 10**6)}")
+            f"{format_bytes(in_use + 64 * 10**6)}"
+        )
     return int(min(max(data // _BYTES_PER_BLOCK_BYTE, _MIN_BLOCK), _MAX_BLOCK))
 
 
@@ -188,20 +199,29 @@ class _CsvReader:
 
     def _open(self, column_types: dict[str, pa.DataType] | None, block_bytes: int | None = None):
         raw = pa.OSFile(str(self.path), "rb")
-        codec = pa.Codec.detect(str(self.path)) if self.path.suffix in (".gz", ".bz2",
-                                                                         ".zst", ".lz4") else None
+        codec = (
+            pa.Codec.detect(str(self.path))
+            if self.path.suffix in (".gz", ".bz2", ".zst", ".lz4")
+            else None
+        )
         stream = pa.CompressedInputStream(raw, codec.name) if codec is not None else raw
-        convert = pacsv.ConvertOptions(column_types=column_types or {},
-                                       strings_can_be_null=True, quoted_strings_can_be_null=False)
+        convert = pacsv.ConvertOptions(
+            column_types=column_types or {},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        )
         # use_threads=False: with threads, parsed blocks pile up ahead of the casts too.
         options = pacsv.ReadOptions(block_size=block_bytes or self.block_bytes, use_threads=False)
         try:
-            return raw, pacsv.open_csv(stream, read_options=options, parse_options=self.parse,
-                                       convert_options=convert)
+            return raw, pacsv.open_csv(
+                stream, read_options=options, parse_options=self.parse, convert_options=convert
+            )
         except (pa.ArrowInvalid, OSError) as exc:
             raw.close()
-            raise ConvertError(f"cannot read {self.path.name} as CSV ({_first_line(exc)}); "
-                               "check the delimiter and the quoting") from exc
+            raise ConvertError(
+                f"cannot read {self.path.name} as CSV ({_first_line(exc)}); "
+                "check the delimiter and the quoting"
+            ) from exc
 
     def _header(self) -> list[str]:
         # A small first block: only the header is needed, not type inference on a big block.
@@ -221,8 +241,10 @@ class _CsvReader:
                 except StopIteration:
                     return
                 except pa.ArrowInvalid as exc:
-                    raise ConvertError(f"{self.path.name}: {_first_line(exc)}; the file may be "
-                                       "malformed (unbalanced quotes, ragged rows)") from exc
+                    raise ConvertError(
+                        f"{self.path.name}: {_first_line(exc)}; the file may be "
+                        "malformed (unbalanced quotes, ragged rows)"
+                    ) from exc
                 report.update(raw.tell())
                 yield batch
 
@@ -249,7 +271,9 @@ class _ParquetReader:
         meta = self.file.metadata
         row_bytes = max(meta.serialized_size, 1)
         if meta.num_rows:
-            uncompressed = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            uncompressed = sum(
+                meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
+            )
             row_bytes = max(uncompressed // meta.num_rows, 1)
         self.batch_rows = max(block_bytes // row_bytes, 1024)
 
@@ -289,32 +313,38 @@ def _first_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def _write(reader, targets: list[ColumnTarget], destination: Path, rows: int,
-           report: _Progress) -> int:
+def _write(
+    reader, targets: list[ColumnTarget], destination: Path, rows: int, report: _Progress
+) -> int:
     if destination.suffix.lower() not in (".parquet", ".pq"):
-        raise ConvertError(f"output {destination.name} must end in .parquet: "
-                           "only Parquet keeps the shrunk dtypes")
+        raise ConvertError(
+            f"output {destination.name} must end in .parquet: only Parquet keeps the shrunk dtypes"
+        )
     if not destination.parent.is_dir():
         raise ConvertError(f"output folder {str(destination.parent)!r} does not exist")
     schema = pandas_metadata_schema(targets)
     read_types = {t.name: t.read_type for t in targets}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
-                                    dir=destination.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     written = 0
     try:
         with pq.ParquetWriter(str(tmp), schema) as writer:
             for batch in reader.batches(read_types, report):
-                arrays = [_cast(column, target, field.type)
-                          for column, target, field in zip(batch.columns, targets, schema,
-                                                           strict=True)]
+                arrays = [
+                    _cast(column, target, field.type)
+                    for column, target, field in zip(batch.columns, targets, schema, strict=True)
+                ]
                 writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
                 written += batch.num_rows
         stored = pq.ParquetFile(str(tmp)).metadata.num_rows
         if not written == stored == rows:
-            raise ConvertError(f"row count mismatch: {rows} rows scanned, {written} converted, "
-                               f"{stored} stored; the input changed while it was read")
+            raise ConvertError(
+                f"row count mismatch: {rows} rows scanned, {written} converted, "
+                f"{stored} stored; the input changed while it was read"
+            )
         os.replace(tmp, destination)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -331,14 +361,18 @@ def _cast(column: pa.Array, target: ColumnTarget, write_type: pa.DataType) -> pa
         # safe=True: an overflow or a dropped fraction raises instead of changing a value.
         cast = pc.cast(column, write_type, safe=not pa.types.is_float32(write_type))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ConvertError(f"column {target.name!r}: {_first_line(exc)}; the input changed "
-                           "between the two passes, or the reader disagreed with the scan") from exc
+        raise ConvertError(
+            f"column {target.name!r}: {_first_line(exc)}; the input changed "
+            "between the two passes, or the reader disagreed with the scan"
+        ) from exc
     if pa.types.is_float32(write_type):
         back = pc.cast(cast, column.type)
         same = pc.or_kleene(pc.equal(back, column), pc.is_nan(column))
         if not pc.all(same).as_py():
-            raise ConvertError(f"column {target.name!r}: float32 would change values "
-                               "the scan saw as exact; the input changed while it was read")
+            raise ConvertError(
+                f"column {target.name!r}: float32 would change values "
+                "the scan saw as exact; the input changed while it was read"
+            )
     return cast
 
 
@@ -349,8 +383,10 @@ def _encode(column: pa.Array, target: ColumnTarget, write_type: pa.DictionaryTyp
     column = column.cast(write_type.value_type)
     indices = pc.index_in(column, value_set=dictionary)
     if indices.null_count != column.null_count:
-        raise ConvertError(f"column {target.name!r} has values the scan did not see; "
-                           "the input changed while it was read")
+        raise ConvertError(
+            f"column {target.name!r} has values the scan did not see; "
+            "the input changed while it was read"
+        )
     return pa.DictionaryArray.from_arrays(indices.cast(write_type.index_type), dictionary)
 
 

@@ -126,8 +126,14 @@ class ShrinkPlan:
         """
         return self._apply(df, strict=True).frame
 
-    def _apply(self, df, strict: bool, before: dict | None = None,
-               use_precast: bool = False, strings: dict | None = None) -> ShrinkResult:
+    def _apply(
+        self,
+        df,
+        strict: bool,
+        before: dict | None = None,
+        use_precast: bool = False,
+        strings: dict | None = None,
+    ) -> ShrinkResult:
         _check_frame(df)
         before = before or {}
         strings = strings or {}
@@ -140,8 +146,16 @@ class ShrinkPlan:
                 old_bytes = int(old.memory_usage(deep=True, index=False))
             plan = self._by_name.get(name)
             if plan is None:
-                reports.append(ColumnReport(name, str(old.dtype), str(old.dtype), old_bytes,
-                                            old_bytes, note="not in the plan: left as it is"))
+                reports.append(
+                    ColumnReport(
+                        name,
+                        str(old.dtype),
+                        str(old.dtype),
+                        old_bytes,
+                        old_bytes,
+                        note="not in the plan: left as it is",
+                    )
+                )
                 continue
             new, plan._precast = (plan._precast if use_precast else None), None
             if new is None:
@@ -195,17 +209,22 @@ class ShrinkPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShrinkPlan:
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise DataError("not a memfit shrink plan: expected a JSON object with "
-                            f"\"format\": \"{_FORMAT}\"; save one with ShrinkPlan.save")
+            raise DataError(
+                "not a memfit shrink plan: expected a JSON object with "
+                f'"format": "{_FORMAT}"; save one with ShrinkPlan.save'
+            )
         if data.get("version") != _VERSION:
-            raise DataError(f"shrink plan version {data.get('version')} is not supported; "
-                            f"fit the plan again with this memfit (version {_VERSION})")
+            raise DataError(
+                f"shrink plan version {data.get('version')} is not supported; "
+                f"fit the plan again with this memfit (version {_VERSION})"
+            )
         try:
             columns = [ColumnPlan(**c) for c in data["columns"]]
         except (KeyError, TypeError) as exc:
             raise DataError(f"shrink plan has a malformed column ({exc}); fit it again") from exc
-        return cls(columns, lossless=bool(data.get("lossless", True)),
-                   rtol=float(data.get("rtol", 0.0)))
+        return cls(
+            columns, lossless=bool(data.get("lossless", True)), rtol=float(data.get("rtol", 0.0))
+        )
 
     @classmethod
     def from_json(cls, text: str) -> ShrinkPlan:
@@ -275,8 +294,7 @@ def shrink(
     if type(df).__module__.startswith("polars"):
         from memfit.data._shrink_polars import shrink_polars
 
-        return shrink_polars(df, _options(lossless, rtol, float16, float_to_int, strings),
-                             lossless)
+        return shrink_polars(df, _options(lossless, rtol, float16, float_to_int, strings), lossless)
     _check_frame(df)
     options = _options(lossless, rtol, float16, float_to_int, strings)
     # Object columns of str are turned into pyarrow strings once: that array measures
@@ -297,12 +315,17 @@ def _options(lossless, rtol, float16, float_to_int, strings) -> FitOptions:
         raise DataError(f"rtol must be >= 0, got {rtol}")
     if lossless and rtol > 0:
         raise DataError(f"rtol={rtol} allows loss: pass lossless=False together with rtol")
-    return FitOptions(rtol=float(rtol), float16=bool(float16), float_to_int=bool(float_to_int),
-                      strings=bool(strings))
+    return FitOptions(
+        rtol=float(rtol),
+        float16=bool(float16),
+        float_to_int=bool(float_to_int),
+        strings=bool(strings),
+    )
 
 
-def _fit(df, options: FitOptions, lossless: bool, before: dict,
-         strings: dict | None = None) -> ShrinkPlan:
+def _fit(
+    df, options: FitOptions, lossless: bool, before: dict, strings: dict | None = None
+) -> ShrinkPlan:
     _check_frame(df)
     strings = strings or {}
     columns = []
@@ -317,8 +340,9 @@ def _fit(df, options: FitOptions, lossless: bool, before: dict,
 
 def _check_frame(df) -> None:
     if not isinstance(df, pd.DataFrame):
-        raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}; "
-                        "wrap a Series with .to_frame()")
+        raise DataError(
+            f"expected a pandas DataFrame, got {type(df).__name__}; wrap a Series with .to_frame()"
+        )
     if not df.columns.is_unique:
         dupes = df.columns[df.columns.duplicated()].unique().tolist()
         raise DataError(f"column names must be unique to shrink, duplicated: {dupes}; rename them")
@@ -330,8 +354,10 @@ def _json_name(name: Hashable):
 
 def _column_to_dict(column: ColumnPlan) -> dict[str, Any]:
     if not isinstance(column.name, (str, int)) or isinstance(column.name, bool):
-        raise DataError(f"column name {column.name!r} cannot be saved in JSON; "
-                        "rename columns to strings before fitting a plan to save")
+        raise DataError(
+            f"column name {column.name!r} cannot be saved in JSON; "
+            "rename columns to strings before fitting a plan to save"
+        )
     categories = column.categories
     if categories is not None:
         categories = [_plain(v, column.name) for v in categories]
@@ -352,8 +378,10 @@ def _plain(value, name):
         return value
     if hasattr(value, "item"):
         return value.item()
-    raise DataError(f"column {name!r} holds {type(value).__name__} categories, which cannot be "
-                    "saved in JSON; keep the plan in memory or convert the categories to strings")
+    raise DataError(
+        f"column {name!r} holds {type(value).__name__} categories, which cannot be "
+        "saved in JSON; keep the plan in memory or convert the categories to strings"
+    )
 
 
 make_module_callable(__name__, shrink)

@@ -51,11 +51,11 @@ def max_batch_size(
 ) -> BatchSizeFit:
     """Largest batch whose estimated step peak plus the runtime reserve fits `budget`.
 
-        >>> from memfit import zoo
-        >>> fit = max_batch_size(zoo.get("mlp", depth=2, width=64, inputs=32), "64MB",
-        ...                      reserve_bytes=0)
-        >>> fit.max_batch_size >= fit.max_batch_size_pow2 > 0
-        True
+    >>> from memfit import zoo
+    >>> fit = max_batch_size(zoo.get("mlp", depth=2, width=64, inputs=32), "64MB",
+    ...                      reserve_bytes=0)
+    >>> fit.max_batch_size >= fit.max_batch_size_pow2 > 0
+    True
     """
     workload = load_workload(workload)
     budget = Budget.parse(budget)
@@ -64,8 +64,11 @@ def max_batch_size(
 
     def run(b: int) -> MemoryProfile:
         if b not in cache:
-            cache[b] = peak_of(b) if peak_of else estimate(workload, b, optimizer,
-                                                            precision=precision, device=device)
+            cache[b] = (
+                peak_of(b)
+                if peak_of
+                else estimate(workload, b, optimizer, precision=precision, device=device)
+            )
         return cache[b]
 
     def fits(b: int) -> bool:

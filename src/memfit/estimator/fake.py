@@ -33,8 +33,11 @@ from memfit.optim import OPTIMIZERS, make_optimizer
 from memfit.techniques.accumulation import prefill_gradients
 from memfit.workload import Workload, load_workload
 
-_FAKE_FAILURES = (DataDependentOutputException, DynamicOutputShapeException,
-                  UnsupportedOperatorException)
+_FAKE_FAILURES = (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    UnsupportedOperatorException,
+)
 
 
 def estimate(
@@ -61,8 +64,9 @@ def estimate(
     workload = load_workload(workload)
     batch_size = batch_size or workload.default_batch_size
     if optimizer not in OPTIMIZERS:
-        raise EstimateError(f"cannot estimate optimizer {optimizer!r}; choose one of: "
-                            f"{', '.join(OPTIMIZERS)}")
+        raise EstimateError(
+            f"cannot estimate optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
+        )
     check_device(device, fake=True)
     _check_precision(precision, device)
     # Low-bit states are replaced by their byte count below: run the step with Adam.
@@ -80,8 +84,9 @@ def estimate(
             if gradients_present:
                 prefill_gradients(model)
             batch = workload.make_batch(batch_size, device)
-            result, _ = run_tracked_step(workload, model, opt, batch, precision=precision,
-                                         device=device)
+            result, _ = run_tracked_step(
+                workload, model, opt, batch, precision=precision, device=device
+            )
             rows = module_rows(model, result)
             if optimizer in LOW_BIT:
                 params = [p for p in model.parameters() if p.requires_grad]
@@ -92,14 +97,17 @@ def estimate(
         raise EstimateError(
             f"{workload.name} cannot be estimated on fake tensors ({type(exc).__name__}: an "
             "operation whose output depends on tensor values); measure it with `memfit profile` "
-            "at a small batch size instead") from exc
+            "at a small batch size instead"
+        ) from exc
     except Exception as exc:
         raise EstimateError(
             f"{workload.name} failed on fake tensors ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); measure it with `memfit profile` "
-            "at a small batch size instead") from exc
-    return profile_from(result, "estimated", workload, batch_size, optimizer, precision, device,
-                        rows)
+            "at a small batch size instead"
+        ) from exc
+    return profile_from(
+        result, "estimated", workload, batch_size, optimizer, precision, device, rows
+    )
 
 
 def _create_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:

@@ -33,5 +33,6 @@ def state_bytes_for(numel: int, element_size: int, optimizer: str) -> int:
 
 
 def low_bit_state_bytes(params: Iterable[torch.Tensor], optimizer: str) -> int:
-    return sum(state_bytes_for(p.numel(), p.element_size(), optimizer) for p in params
-               if p.requires_grad)
+    return sum(
+        state_bytes_for(p.numel(), p.element_size(), optimizer) for p in params if p.requires_grad
+    )

@@ -19,8 +19,11 @@ def largest_block_parameter_bytes(profile: MemoryProfile, blocks: list[str]) -> 
     """Parameter bytes of the biggest block (FSDP's unit), from the profile's module rows."""
     best = 0
     for block in blocks:
-        total = sum(r.parameters for r in profile.modules
-                    if r.name == block or r.name.startswith(block + "."))
+        total = sum(
+            r.parameters
+            for r in profile.modules
+            if r.name == block or r.name.startswith(block + ".")
+        )
         best = max(best, total)
     return best
 
@@ -30,9 +33,14 @@ def sharding_saving(categories: dict[str, int], nodes: int, block_bytes: int) ->
     if nodes <= 1:
         return 0
     grads = categories.get("gradients", 0)
-    rank = per_rank_bytes(categories["parameters"], grads, categories.get("optimizer", 0), nodes,
-                          largest_block_parameter_bytes=block_bytes,
-                          largest_block_gradient_bytes=block_bytes if grads else 0)
+    rank = per_rank_bytes(
+        categories["parameters"],
+        grads,
+        categories.get("optimizer", 0),
+        nodes,
+        largest_block_parameter_bytes=block_bytes,
+        largest_block_gradient_bytes=block_bytes if grads else 0,
+    )
     return categories["parameters"] + grads + categories.get("optimizer", 0) - rank.total
 
 
@@ -49,9 +57,14 @@ def shard_profile(profile: MemoryProfile, nodes: int, workload: Workload) -> Mem
     block_bytes = largest_block_parameter_bytes(profile, blocks)
     cats = dict(profile.categories)
     grads_present = cats["gradients"] > 0
-    rank = per_rank_bytes(cats["parameters"], cats["gradients"], cats["optimizer"], nodes,
-                          largest_block_parameter_bytes=block_bytes,
-                          largest_block_gradient_bytes=block_bytes if grads_present else 0)
+    rank = per_rank_bytes(
+        cats["parameters"],
+        cats["gradients"],
+        cats["optimizer"],
+        nodes,
+        largest_block_parameter_bytes=block_bytes,
+        largest_block_gradient_bytes=block_bytes if grads_present else 0,
+    )
     cats["parameters"] = rank.parameters + block_bytes
     cats["gradients"] = rank.gradients + (block_bytes if grads_present else 0)
     cats["optimizer"] = rank.optimizer
@@ -60,5 +73,10 @@ def shard_profile(profile: MemoryProfile, nodes: int, workload: Workload) -> Mem
     # states alive differ a little between phases) that keeps the phase that peaks.
     shift = profile.peak_bytes - peak
     phase_peaks = {k: max(0, v - shift) if v else v for k, v in profile.phase_peaks.items()}
-    return dataclasses.replace(profile, categories=cats, peak_bytes=peak,
-                               phase_peaks=phase_peaks, config={**profile.config, "nodes": nodes})
+    return dataclasses.replace(
+        profile,
+        categories=cats,
+        peak_bytes=peak,
+        phase_peaks=phase_peaks,
+        config={**profile.config, "nodes": nodes},
+    )

@@ -46,19 +46,25 @@ class FitVerdict:
 
     def line(self) -> str:
         name = self.budget.name or "the budget"
-        head = (f"needs {format_bytes(self.need_bytes)}; {name} has "
-                f"{format_bytes(self.budget.bytes)}")
+        head = (
+            f"needs {format_bytes(self.need_bytes)}; {name} has {format_bytes(self.budget.bytes)}"
+        )
         if self.fits:
             text = f"{head}: fits, {format_bytes(self.budget.bytes - self.need_bytes)} to spare"
         else:
             text = f"{head}: {format_bytes(self.shortfall_bytes)} short; "
             fit = self.suggestion
-            text += f"fits {fit.name}" if fit else \
-                "no preset holds it: run `memfit plan` (precision, 8-bit Adam, offload, sharding)"
+            text += (
+                f"fits {fit.name}"
+                if fit
+                else "no preset holds it: run `memfit plan` (precision, 8-bit Adam, offload, sharding)"
+            )
         if self.max_batch_size is not None:
             if self.max_batch_size:
-                text += (f"; largest batch that fits: {self.max_batch_size} "
-                         f"(power of two: {self.max_batch_size_pow2})")
+                text += (
+                    f"; largest batch that fits: {self.max_batch_size} "
+                    f"(power of two: {self.max_batch_size_pow2})"
+                )
             else:
                 text += "; not even batch size 1 fits"
         return text

@@ -55,14 +55,28 @@ def profile(
     model.train()
     opt = make_optimizer(optimizer, model.parameters())
     try:
-        training_step(workload, model, opt, workload.make_batch(batch_size, device),
-                      precision=precision, device=device)
+        training_step(
+            workload,
+            model,
+            opt,
+            workload.make_batch(batch_size, device),
+            precision=precision,
+            device=device,
+        )
         batch = workload.make_batch(batch_size, device)
         process = ProcessPeak(device)
         gc.collect()
         process.start()
-        result, step_s = run_tracked_step(workload, model, opt, batch, precision=precision,
-                                          device=device, time_modules=True, process=process)
+        result, step_s = run_tracked_step(
+            workload,
+            model,
+            opt,
+            batch,
+            precision=precision,
+            device=device,
+            time_modules=True,
+            process=process,
+        )
         process.stop()
         # What the process held before the step that was not tensors: the interpreter,
         # libraries, and whatever the warm-up step initialised lazily (thread pools,
@@ -71,22 +85,41 @@ def profile(
     except torch.OutOfMemoryError as exc:
         raise MeasureError(
             f"{workload.name} ran out of memory at batch size {batch_size}; "
-            "try `memfit estimate` (allocates nothing) or a smaller --batch-size") from exc
+            "try `memfit estimate` (allocates nothing) or a smaller --batch-size"
+        ) from exc
     finally:
         if stabilized:
             # Measuring is over: give the rest of the process its fast allocator back.
             relax_allocator()
-    return profile_from(result, "measured", workload, batch_size, optimizer, precision, device,
-                        module_rows(model, result), rss_peak_bytes=process.peak_bytes,
-                        process_step_bytes=max(0, process.peak_bytes - non_tensor_bytes),
-                        step_time_s=step_s,
-                        process_phase_peaks={k: max(0, v - non_tensor_bytes)
-                                             for k, v in process.phase_peaks.items()})
+    return profile_from(
+        result,
+        "measured",
+        workload,
+        batch_size,
+        optimizer,
+        precision,
+        device,
+        module_rows(model, result),
+        rss_peak_bytes=process.peak_bytes,
+        process_step_bytes=max(0, process.peak_bytes - non_tensor_bytes),
+        step_time_s=step_s,
+        process_phase_peaks={
+            k: max(0, v - non_tensor_bytes) for k, v in process.phase_peaks.items()
+        },
+    )
 
 
-def profile_from(result: TrackerResult, method: str, workload: Workload, batch_size: int,
-                 optimizer: str, precision: str, device: str, rows: list[ModuleRow],
-                 **measured) -> MemoryProfile:
+def profile_from(
+    result: TrackerResult,
+    method: str,
+    workload: Workload,
+    batch_size: int,
+    optimizer: str,
+    precision: str,
+    device: str,
+    rows: list[ModuleRow],
+    **measured,
+) -> MemoryProfile:
     """A MemoryProfile from a tracked step; `measured` adds the process-side readings."""
     return MemoryProfile(
         method=method,
@@ -133,8 +166,9 @@ def run_tracked_step(
 
     start = time.perf_counter()
     with tracker.track(model, time_modules=time_modules):
-        training_step(workload, model, optimizer, batch, precision=precision, device=device,
-                      on_phase=on_phase)
+        training_step(
+            workload, model, optimizer, batch, precision=precision, device=device, on_phase=on_phase
+        )
         if str(device).startswith("cuda"):
             torch.cuda.synchronize()
     return tracker.result(), time.perf_counter() - start
@@ -157,13 +191,18 @@ def module_rows(model: nn.Module, result: TrackerResult) -> list[ModuleRow]:
                     own += storage.nbytes()
         acts = result.module_activations.get(label, 0)
         if own or acts:
-            rows.append(ModuleRow(label, type(module).__name__, own, acts,
-                                  result.module_forward_s.get(label)))
+            rows.append(
+                ModuleRow(
+                    label, type(module).__name__, own, acts, result.module_forward_s.get(label)
+                )
+            )
     return rows
 
 
 def _check_precision(precision: str, device: str) -> None:
     if precision not in PRECISIONS:
-        raise MeasureError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise MeasureError(
+            f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
+        )
     if precision == "fp16" and not str(device).startswith("cuda"):
         raise MeasureError("fp16 training needs a CUDA device; on CPU use --precision bf16")

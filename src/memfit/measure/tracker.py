@@ -102,8 +102,9 @@ class MemoryTracker:
         for entry in self._live.values():
             if entry.category == "other" and entry.created_in == "forward":
                 name = entry.module or "(model)"
-                self._module_activations[name] = self._module_activations.get(name, 0) + \
-                    entry.nbytes
+                self._module_activations[name] = (
+                    self._module_activations.get(name, 0) + entry.nbytes
+                )
                 self.relabel_entry(entry, "activations")
 
     # ---- registering what exists before the step -------------------------------------------
@@ -181,10 +182,15 @@ class MemoryTracker:
         if self.phase == "forward" and isinstance(tensor, torch.Tensor):
             for storage in iter_storages(tensor):
                 entry = self._live.get(id(storage))
-                if entry is not None and entry.category == "other" and entry.created_in == "forward":
+                if (
+                    entry is not None
+                    and entry.category == "other"
+                    and entry.created_in == "forward"
+                ):
                     name = self._module_stack[-1] if self._module_stack else "(model)"
                     self._module_activations[name] = (
-                        self._module_activations.get(name, 0) + entry.nbytes)
+                        self._module_activations.get(name, 0) + entry.nbytes
+                    )
                     entry.module = name
                     self.relabel_entry(entry, "activations")
         return tensor
@@ -199,8 +205,9 @@ class MemoryTracker:
 
     # ---- running -------------------------------------------------------------------------------
     @contextmanager
-    def track(self, model: nn.Module | None = None, *, time_modules: bool = False
-              ) -> Iterator[MemoryTracker]:
+    def track(
+        self, model: nn.Module | None = None, *, time_modules: bool = False
+    ) -> Iterator[MemoryTracker]:
         """Track allocations inside the block; hooks on `model` attribute them to modules."""
         handles = []
         if model is not None:

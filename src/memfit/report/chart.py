@@ -40,8 +40,9 @@ def plot_profiles(
         ax.text(x, total, f"{total:,.1f} MB", ha="center", va="bottom", fontsize=9)
     if budget_bytes:
         ax.axhline(budget_bytes / 1e6, color="black", linestyle="--", linewidth=1)
-        ax.text(len(profiles) - 0.5, budget_bytes / 1e6, " budget", va="bottom", ha="right",
-                fontsize=9)
+        ax.text(
+            len(profiles) - 0.5, budget_bytes / 1e6, " budget", va="bottom", ha="right", fontsize=9
+        )
     ax.set_ylabel("MB at the step's peak")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
@@ -83,12 +84,24 @@ def plot_before_after(
         if x and total > 0:
             text += f"\n({first / total:.1f}x less)"
         # A white box keeps the label legible where it crosses the budget line.
-        ax.text(x, total, text, ha="center", va="bottom", fontsize=9,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+        ax.text(
+            x,
+            total,
+            text,
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )
     if budget_bytes:
         # Named in the legend, not beside the line: a small "after" bar sits right at it.
-        ax.axhline(budget_bytes / 1e6, color="black", linestyle="--", linewidth=1,
-                   label=f"budget {budget_bytes / 1e6:,.2f} MB")
+        ax.axhline(
+            budget_bytes / 1e6,
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label=f"budget {budget_bytes / 1e6:,.2f} MB",
+        )
     ax.set_ylabel("MB of live tensors at the step's peak")
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)

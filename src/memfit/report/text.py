@@ -11,8 +11,11 @@ from memfit.memory_profile import CATEGORIES, MemoryProfile
 
 def category_table(profile: MemoryProfile, title: str | None = None) -> Table:
     method = "measured" if profile.method == "measured" else "estimated"
-    table = Table(title=title or f"{profile.workload} · batch {profile.batch_size} · "
-                  f"{profile.optimizer} · {profile.precision} ({method})")
+    table = Table(
+        title=title
+        or f"{profile.workload} · batch {profile.batch_size} · "
+        f"{profile.optimizer} · {profile.precision} ({method})"
+    )
     table.add_column("category")
     table.add_column("bytes at peak", justify="right")
     table.add_column("share", justify="right")
@@ -21,8 +24,9 @@ def category_table(profile: MemoryProfile, title: str | None = None) -> Table:
         value = profile.categories.get(name, 0)
         table.add_row(name, format_bytes(value), f"{100 * value / peak:.1f}%")
     table.add_section()
-    table.add_row(f"peak ({profile.peak_phase})", format_bytes(profile.peak_bytes), "100%",
-                  style="bold")
+    table.add_row(
+        f"peak ({profile.peak_phase})", format_bytes(profile.peak_bytes), "100%", style="bold"
+    )
     if profile.process_step_bytes is not None:
         label = "process peak (RSS)" if profile.device == "cpu" else "allocator peak"
         table.add_row(label, format_bytes(profile.process_step_bytes), "", style="dim")
@@ -36,8 +40,9 @@ def module_table(profile: MemoryProfile, top: int = 10) -> Table:
     table.add_column("parameters", justify="right")
     table.add_column("activations", justify="right")
     for row in profile.top_modules(top):
-        table.add_row(row.name, row.type, format_bytes(row.parameters),
-                      format_bytes(row.activations))
+        table.add_row(
+            row.name, row.type, format_bytes(row.parameters), format_bytes(row.activations)
+        )
     return table
 
 

@@ -39,7 +39,8 @@ def batch_size_of(batch: Any) -> int:
     if len(sizes) != 1:
         raise TechniqueError(
             f"cannot split the batch into micro-batches: its tensors have first dimensions "
-            f"{sorted(sizes) or 'none'}; every tensor must share the batch dimension")
+            f"{sorted(sizes) or 'none'}; every tensor must share the batch dimension"
+        )
     return sizes.pop()
 
 

@@ -58,8 +58,9 @@ def checkpoint_segments(model: nn.Module, container: str, segments: int | None =
     """Run a Sequential as `segments` checkpointed segments (default sqrt of its length)."""
     seq = dict(model.named_modules()).get(container)
     if not isinstance(seq, nn.Sequential):
-        raise TechniqueError(f"segment checkpointing needs an nn.Sequential; {container!r} is "
-                             f"{type(seq).__name__}")
+        raise TechniqueError(
+            f"segment checkpointing needs an nn.Sequential; {container!r} is {type(seq).__name__}"
+        )
     if hasattr(seq, _ORIGINAL):
         return getattr(seq, "_memfit_segments", 0)
     count = segments or max(1, round(math.sqrt(len(seq))))
@@ -118,8 +119,11 @@ def select_units(units: list[Unit], need_bytes: int) -> list[str]:
     """
     if need_bytes <= 0:
         return []
-    ranked = sorted((u for u in units if u.saving_bytes > 0),
-                    key=lambda u: u.saving_bytes / max(u.forward_s, 1e-9), reverse=True)
+    ranked = sorted(
+        (u for u in units if u.saving_bytes > 0),
+        key=lambda u: u.saving_bytes / max(u.forward_s, 1e-9),
+        reverse=True,
+    )
     chosen, saved = [], 0
     for unit in ranked:
         if saved >= need_bytes:
@@ -135,12 +139,14 @@ def unit_input_bytes(model: nn.Module, names: list[str], run_forward) -> dict[st
     modules = dict(model.named_modules())
     handles = []
     for name in names:
+
         def hook(_module, args, kwargs, _name=name):
             total = 0
             for value in (*args, *kwargs.values()):
                 if isinstance(value, torch.Tensor) and value.requires_grad is not None:
                     total += value.numel() * value.element_size()
             sizes[_name] = sizes.get(_name, 0) + total
+
         handles.append(modules[name].register_forward_pre_hook(hook, with_kwargs=True))
     try:
         run_forward()

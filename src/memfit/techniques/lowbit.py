@@ -41,15 +41,22 @@ def apply(optimizer: torch.optim.Optimizer, state: str) -> torch.optim.Optimizer
     if not isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
         raise TechniqueError(
             f"compact optimizer state replaces Adam/AdamW; {type(optimizer).__name__} has no "
-            "low-bit version here: keep --optimizer adam or drop this technique")
+            "low-bit version here: keep --optimizer adam or drop this technique"
+        )
     decoupled = isinstance(optimizer, torch.optim.AdamW)
     groups = []
     for group in optimizer.param_groups:
         wd = group.get("weight_decay", 0.0)
-        groups.append({"params": group["params"], "lr": float(group["lr"]),
-                       "betas": group.get("betas", (0.9, 0.999)), "eps": group.get("eps", 1e-8),
-                       # Adam's L2 penalty has no exact low-bit twin; AdamW's decay is kept as is.
-                       "weight_decay": wd if decoupled else 0.0})
+        groups.append(
+            {
+                "params": group["params"],
+                "lr": float(group["lr"]),
+                "betas": group.get("betas", (0.9, 0.999)),
+                "eps": group.get("eps", 1e-8),
+                # Adam's L2 penalty has no exact low-bit twin; AdamW's decay is kept as is.
+                "weight_decay": wd if decoupled else 0.0,
+            }
+        )
     try:
         from torchao import optim as low_bit
     except ImportError:
@@ -62,7 +69,8 @@ def apply(optimizer: torch.optim.Optimizer, state: str) -> torch.optim.Optimizer
     except ImportError as exc:
         raise MissingDependencyError(
             "low-bit optimizer state needs torchao (pip install 'memfit[lowbit]') or, on CUDA, "
-            "bitsandbytes (pip install 'memfit[cuda]')") from exc
+            "bitsandbytes (pip install 'memfit[cuda]')"
+        ) from exc
     if state != "8bit":
         raise TechniqueError("bitsandbytes has no 4-bit Adam; install torchao for 4-bit state")
     return bnb.optim.AdamW8bit(groups)

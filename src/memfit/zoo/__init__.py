@@ -1,9 +1,9 @@
 """Built-in workloads: architectures only, random initialisation, nothing downloaded.
 
-    >>> from memfit import zoo
-    >>> w = zoo.get("mlp", depth=2, width=64)
-    >>> w.config["depth"], w.config["width"]
-    (2, 64)
+>>> from memfit import zoo
+>>> w = zoo.get("mlp", depth=2, width=64)
+>>> w.config["depth"], w.config["width"]
+(2, 64)
 """
 
 from __future__ import annotations

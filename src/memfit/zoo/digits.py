@@ -18,7 +18,9 @@ def load_digits_tensors(test_fraction: float = 0.25, seed: int = 0, images: bool
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target, dtype=torch.long)
     idx_train, idx_test = model_selection.train_test_split(
-        torch.arange(len(y)).numpy(), test_size=test_fraction, random_state=seed,
+        torch.arange(len(y)).numpy(),
+        test_size=test_fraction,
+        random_state=seed,
         stratify=y.numpy(),
     )
     idx_train, idx_test = torch.as_tensor(idx_train), torch.as_tensor(idx_test)

@@ -70,8 +70,9 @@ class LlamaBlock(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, vocab: int, seq_len: int, layers: int, d_model: int, heads: int,
-                 hidden: int):
+    def __init__(
+        self, vocab: int, seq_len: int, layers: int, d_model: int, heads: int, hidden: int
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         self.layers = nn.ModuleList(LlamaBlock(d_model, heads, hidden) for _ in range(layers))
@@ -92,8 +93,14 @@ class Llama(nn.Module):
         return self.lm_head(self.norm(x))
 
 
-def llama(layers: int = 4, d_model: int = 512, heads: int = 8, hidden: int = 1376,
-          vocab: int = 32000, seq_len: int = 512) -> Workload:
+def llama(
+    layers: int = 4,
+    d_model: int = 512,
+    heads: int = 8,
+    hidden: int = 1376,
+    vocab: int = 32000,
+    seq_len: int = 512,
+) -> Workload:
     if d_model % heads or (d_model // heads) % 2:
         raise ValueError("d_model must be divisible by heads, with an even head size")
     return Workload(
@@ -103,13 +110,20 @@ def llama(layers: int = 4, d_model: int = 512, heads: int = 8, hidden: int = 137
         loss_fn=next_token_loss,
         default_batch_size=4,
         description=f"LLaMA-style decoder, {layers} layers, d_model {d_model}, seq {seq_len}",
-        config=dict(layers=layers, d_model=d_model, heads=heads, hidden=hidden, vocab=vocab,
-                    seq_len=seq_len),
+        config=dict(
+            layers=layers, d_model=d_model, heads=heads, hidden=hidden, vocab=vocab, seq_len=seq_len
+        ),
     )
 
 
-def llama_7b(layers: int = 32, d_model: int = 4096, heads: int = 32, hidden: int = 11008,
-             vocab: int = 32000, seq_len: int = 2048) -> Workload:
+def llama_7b(
+    layers: int = 32,
+    d_model: int = 4096,
+    heads: int = 32,
+    hidden: int = 11008,
+    vocab: int = 32000,
+    seq_len: int = 2048,
+) -> Workload:
     workload = llama(layers, d_model, heads, hidden, vocab, seq_len)
     workload.name = "llama-7b"
     workload.default_batch_size = 1

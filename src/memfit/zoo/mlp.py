@@ -22,16 +22,22 @@ class MLP(nn.Module):
     def __init__(self, inputs: int, depth: int, width: int, classes: int, activation: str):
         super().__init__()
         widths = [inputs] + [width] * depth
-        self.blocks = nn.Sequential(*(MLPBlock(a, b, activation)
-                                      for a, b in zip(widths[:-1], widths[1:], strict=True)))
+        self.blocks = nn.Sequential(
+            *(MLPBlock(a, b, activation) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        )
         self.head = nn.Linear(widths[-1], classes)
 
     def forward(self, x):
         return self.head(self.blocks(x))
 
 
-def mlp(depth: int = 8, width: int = 1024, inputs: int = 784, classes: int = 10,
-        activation: str = "relu") -> Workload:
+def mlp(
+    depth: int = 8,
+    width: int = 1024,
+    inputs: int = 784,
+    classes: int = 10,
+    activation: str = "relu",
+) -> Workload:
     if depth < 1 or width < 1:
         raise ValueError("depth and width must be at least 1")
     return Workload(
@@ -41,6 +47,7 @@ def mlp(depth: int = 8, width: int = 1024, inputs: int = 784, classes: int = 10,
         loss_fn=classification_loss,
         default_batch_size=256,
         description=f"MLP, {depth} blocks of Linear({width})+{activation}",
-        config=dict(depth=depth, width=width, inputs=inputs, classes=classes,
-                    activation=activation),
+        config=dict(
+            depth=depth, width=width, inputs=inputs, classes=classes, activation=activation
+        ),
     )

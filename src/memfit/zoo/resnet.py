@@ -20,8 +20,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -52,8 +53,14 @@ class WideBlock(nn.Module):
 class CifarResNet(nn.Module):
     """Stem conv, residual stages kept in one flat Sequential, pool, linear head."""
 
-    def __init__(self, block: type[nn.Module], stem: int, stages: list[tuple[int, int, int]],
-                 classes: int, pre_activation: bool):
+    def __init__(
+        self,
+        block: type[nn.Module],
+        stem: int,
+        stages: list[tuple[int, int, int]],
+        classes: int,
+        pre_activation: bool,
+    ):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False))
         if not pre_activation:

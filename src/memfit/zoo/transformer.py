@@ -31,8 +31,9 @@ class GPTBlock(nn.Module):
         self.ln1 = nn.LayerNorm(d_model)
         self.attn = CausalSelfAttention(d_model, heads)
         self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
-                                 nn.Linear(4 * d_model, d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)
+        )
 
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
@@ -60,8 +61,9 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-def transformer(layers: int = 6, d_model: int = 512, heads: int = 8, seq_len: int = 256,
-                vocab: int = 8192) -> Workload:
+def transformer(
+    layers: int = 6, d_model: int = 512, heads: int = 8, seq_len: int = 256, vocab: int = 8192
+) -> Workload:
     if d_model % heads:
         raise ValueError("d_model must be divisible by heads")
     return Workload(
