@@ -119,8 +119,8 @@ class ShrinkPlan:
     def apply(self, df: pd.DataFrame) -> pd.DataFrame:
         """A new frame with the planned dtypes; columns the plan does not know are left as they are.
 
-        >>> train = pd.DataFrame({"city": ["Oslo", "Rome", "Oslo", "Oslo"]})
-        >>> plan = fit_shrink(train)
+        >>> train = pd.DataFrame({"city": ["Oslo", "Rome", "Oslo", "Oslo"] * 250})
+        >>> plan = fit_shrink(train)  # few distinct values over many rows: a category
         >>> plan.apply(pd.DataFrame({"city": ["Rome"]}))["city"].cat.codes.tolist()
         [1]
         """
