@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import psutil
 import torch
 from torch import nn
 
@@ -421,9 +422,15 @@ def plan(
             fixed_s=0.0, per_sample_s=0.0, optimizer_s=0.0, source="not needed"
         )
     else:
-        probe = estimate(workload, probe_batches(batch)[1], optimizer, device=device)
+        # The probes are smaller than the batch, so the batch's peak bounds theirs; only a
+        # batch too big to run here needs the probe itself estimated.
+        probe_peak = base.peak_bytes
+        if probe_peak >= 0.25 * psutil.virtual_memory().available:
+            probe_peak = estimate(
+                workload, probe_batches(batch)[1], optimizer, device=device
+            ).peak_bytes
         time_model = build_time_model(
-            workload, units, device, optimizer, probe.peak_bytes, batch_size=batch
+            workload, units, device, optimizer, probe_peak, batch_size=batch
         )
     base_time = max(time_model.forward_backward_s(batch, batch) + time_model.optimizer_s, 1e-9)
     notes: list[str] = []
@@ -524,9 +531,13 @@ def _micro_sizes(batch: int) -> list[int]:
     )
 
 
-def _largest_fitting_micro(search: _Search, make) -> Candidate | None:
-    """Binary search over micro-batch sizes for the largest that fits (peak falls with size)."""
-    sizes = [m for m in _micro_sizes(search.batch) if m >= search.min_micro]
+def _largest_fitting_micro(search: _Search, make, above: int = 0) -> Candidate | None:
+    """Binary search over micro-batch sizes for the largest that fits (peak falls with size).
+
+    Only sizes over `above` are tried: a sibling option with fewer techniques already fits
+    there, and the same or more micro-batches with more recompute could only be slower.
+    """
+    sizes = [m for m in _micro_sizes(search.batch) if m >= search.min_micro and m > above]
     lo, hi, best = 0, len(sizes) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
@@ -592,8 +603,10 @@ def _unit_inputs(search: _Search, units: list[str], micro: int) -> dict[str, int
         return ckpt.unit_input_bytes(model, units, lambda: search.workload.loss(model, batch))
 
 
-def _exact_candidates(search: _Search, units, sequential):
-    for option, segments in _checkpoint_options(search, units, sequential, "fp32"):
+def _group(search: _Search, units, sequential, precision: str = "fp32", state: str = "fp32"):
+    """The best micro-batch size for each checkpointing option, at one precision and state."""
+    above = 0
+    for option, segments in _checkpoint_options(search, units, sequential, precision):
 
         def make(micro, option=option, segments=segments):
             names = option(micro)[0] if callable(option) else option
@@ -602,9 +615,18 @@ def _exact_candidates(search: _Search, units, sequential):
                 micro_batch_size=micro,
                 checkpointed=list(names),
                 checkpoint_segments=segments,
+                precision=precision,
+                optimizer_state=state,
             )
 
-        yield _largest_fitting_micro(search, make)
+        found = _largest_fitting_micro(search, make, above)
+        if found is not None:
+            above = found.settings.micro_batch_size
+        yield found
+
+
+def _exact_candidates(search: _Search, units, sequential):
+    yield from _group(search, units, sequential)
 
 
 def _lossy_candidates(search: _Search, units, sequential, optimizer: str, device: str):
@@ -612,38 +634,12 @@ def _lossy_candidates(search: _Search, units, sequential, optimizer: str, device
     precisions = ["fp32", "bf16"] + (["fp16"] if str(device).startswith("cuda") else [])
     for precision in precisions:
         for state in states:
-            if precision == "fp32" and state == "fp32":
-                continue
-            for option, segments in _checkpoint_options(search, units, sequential, precision):
-
-                def make(micro, option=option, segments=segments, precision=precision, state=state):
-                    names = option(micro)[0] if callable(option) else option
-                    return PlanSettings(
-                        batch_size=search.batch,
-                        micro_batch_size=micro,
-                        checkpointed=list(names),
-                        checkpoint_segments=segments,
-                        precision=precision,
-                        optimizer_state=state,
-                    )
-
-                yield _largest_fitting_micro(search, make)
+            if precision != "fp32" or state != "fp32":
+                yield from _group(search, units, sequential, precision, state)
 
 
 def _offload_candidates(search: _Search, units, sequential):
-    for option, segments in _checkpoint_options(search, units, sequential, "fp32"):
-
-        def make(micro, option=option, segments=segments):
-            names = option(micro)[0] if callable(option) else option
-            return PlanSettings(
-                batch_size=search.batch,
-                micro_batch_size=micro,
-                checkpointed=list(names),
-                checkpoint_segments=segments,
-                optimizer_state="offload",
-            )
-
-        yield _largest_fitting_micro(search, make)
+    yield from _group(search, units, sequential, state="offload")
 
 
 def _best(search: _Search, candidates) -> Candidate | None:

@@ -116,7 +116,18 @@ def _create_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer) 
     for param in model.parameters():
         if param.requires_grad:
             param.grad = torch.zeros_like(param)
-    opt.step()
+    # The multi-tensor kernels make the same state in far fewer (Python-dispatched) calls;
+    # the step that is measured afterwards runs with the optimizer's own setting again.
+    saved = [group.get("foreach") for group in opt.param_groups]
+    for group in opt.param_groups:
+        if "foreach" in group:
+            group["foreach"] = True
+    try:
+        opt.step()
+    finally:
+        for group, value in zip(opt.param_groups, saved, strict=True):
+            if "foreach" in group:
+                group["foreach"] = value
     opt.zero_grad(set_to_none=True)
 
 
