@@ -7,13 +7,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from memfit.compress._encode import encode_layers
-from memfit.compress._report import CompressReport, maybe_accuracy
-from memfit.compress._targets import working_copy
-from memfit.compress._training import tune_after_compression
+from memfit.compress._encode import encode_and_report
+from memfit.compress._report import CompressReport
 from memfit.compress._values import ClusteredValues
 from memfit.errors import CompressError
-from memfit.measure.bytes import module_bytes
 
 
 def kmeans_1d(
@@ -70,26 +67,21 @@ def cluster(
     """
     if not isinstance(k, int) or not 2 <= k <= 256:
         raise CompressError(f"k (the number of shared values) must be from 2 to 256, got {k!r}")
-    accuracy_before = maybe_accuracy(model, validation)
-    before = module_bytes(model)
-    model = working_copy(model, inplace)
 
     def encoder(values, entry_rows, rows):
         centroids, assignment = kmeans_1d(values, k)
         return ClusteredValues.encode(values, centroids, assignment)
 
     bits = max(1, (k - 1).bit_length())
-    layers = encode_layers(model, encoder, f"{k}-value codebook, {bits}-bit indices", skip)
-    notes = ["biases and BatchNorm stay fp32"]
-    notes += tune_after_compression(
-        model, finetune_data, finetune_steps, "the shared values training"
-    )
-    return model, CompressReport(
+    return encode_and_report(
+        model,
+        encoder,
         method=f"cluster k={k}",
-        before_bytes=before,
-        after_bytes=module_bytes(model),
-        accuracy_before=accuracy_before,
-        accuracy_after=maybe_accuracy(model, validation),
-        layers=layers,
-        notes=notes,
+        encoding=f"{k}-value codebook, {bits}-bit indices",
+        tuned="the shared values training",
+        skip=skip,
+        validation=validation,
+        finetune_data=finetune_data,
+        finetune_steps=finetune_steps,
+        inplace=inplace,
     )

@@ -66,3 +66,42 @@ def encode_layers(
             )
         )
     return reports
+
+
+def encode_and_report(
+    model: nn.Module,
+    encoder: Encoder,
+    *,
+    method: str,
+    encoding: str,
+    tuned: str,
+    skip: Iterable[str],
+    validation,
+    finetune_data,
+    finetune_steps: int,
+    inplace: bool,
+):
+    """Re-encode `model`'s layers, optionally fine-tune, and measure bytes and accuracy.
+
+    Shared by `quantize` and `cluster`: they differ only in the encoder and the words.
+    """
+    from memfit.compress._report import CompressReport, maybe_accuracy
+    from memfit.compress._targets import working_copy
+    from memfit.compress._training import tune_after_compression
+    from memfit.measure.bytes import module_bytes
+
+    accuracy_before = maybe_accuracy(model, validation)
+    before = module_bytes(model)
+    model = working_copy(model, inplace)
+    layers = encode_layers(model, encoder, encoding, skip)
+    notes = ["biases and BatchNorm stay fp32"]
+    notes += tune_after_compression(model, finetune_data, finetune_steps, tuned)
+    return model, CompressReport(
+        method=method,
+        before_bytes=before,
+        after_bytes=module_bytes(model),
+        accuracy_before=accuracy_before,
+        accuracy_after=maybe_accuracy(model, validation),
+        layers=layers,
+        notes=notes,
+    )

@@ -15,13 +15,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from memfit.compress._encode import encode_layers
-from memfit.compress._report import CompressReport, maybe_accuracy
-from memfit.compress._targets import working_copy
-from memfit.compress._training import tune_after_compression
+from memfit.compress._encode import encode_and_report
+from memfit.compress._report import CompressReport
 from memfit.compress._values import QuantizedValues
 from memfit.errors import CompressError
-from memfit.measure.bytes import module_bytes
 
 
 def quantize(
@@ -47,24 +44,19 @@ def quantize(
         raise CompressError(
             f"bits must be an integer from 2 to 8 (8 and 4 are usual), got {bits!r}"
         )
-    accuracy_before = maybe_accuracy(model, validation)
-    before = module_bytes(model)
-    model = working_copy(model, inplace)
 
     def encoder(values, entry_rows, rows):
         return QuantizedValues.encode(values, entry_rows, rows, bits)
 
-    layers = encode_layers(model, encoder, f"int{bits} per-channel", skip)
-    notes = ["biases and BatchNorm stay fp32"]
-    notes += tune_after_compression(
-        model, finetune_data, finetune_steps, "biases and BatchNorm training"
-    )
-    return model, CompressReport(
+    return encode_and_report(
+        model,
+        encoder,
         method=f"quantize int{bits}",
-        before_bytes=before,
-        after_bytes=module_bytes(model),
-        accuracy_before=accuracy_before,
-        accuracy_after=maybe_accuracy(model, validation),
-        layers=layers,
-        notes=notes,
+        encoding=f"int{bits} per-channel",
+        tuned="biases and BatchNorm training",
+        skip=skip,
+        validation=validation,
+        finetune_data=finetune_data,
+        finetune_steps=finetune_steps,
+        inplace=inplace,
     )
