@@ -32,7 +32,7 @@ def print_plan(
             label,
             s.label(),
             format_bytes(cand.predicted_peak_bytes),
-            f"+{100 * cand.predicted_time_overhead:.0f}%",
+            f"{100 * cand.predicted_time_overhead:+.0f}%",
             "yes" if cand.fits else "no",
             "yes" if s.exact else "no",
             style=style,
