@@ -121,3 +121,18 @@ def test_no_more_lossy_techniques_than_needed():
     w = zoo.get("mlp", depth=16, width=1024, inputs=1024)
     p = plan(w, "250MB", batch_size=64, reserve_bytes=0, allow_offload=False)
     assert p.fits and p.settings.lossy_count == 1
+
+
+def test_time_model_interpolates_below_its_line():
+    from memfit.timing import StepTimeModel, probe_batches
+
+    assert probe_batches(128) == (1, 16, 64)
+    assert probe_batches(16) == (2, 8)
+    tm = StepTimeModel(
+        fixed_s=0.0, per_sample_s=0.01, optimizer_s=0.0, small_probe=(1, 0.05), line_from=16
+    )
+    assert tm.pass_s(1) == 0.05  # measured, not the line's 0.01
+    assert tm.pass_s(16) == pytest.approx(0.16)
+    assert 0.05 < tm.pass_s(8) < 0.16
+    assert tm.forward_backward_s(128, 1) == pytest.approx(128 * 0.05)
+    assert tm.forward_backward_s(128, 128) == pytest.approx(1.28)

@@ -427,7 +427,7 @@ def plan(
         probe_peak = base.peak_bytes
         if probe_peak >= 0.25 * psutil.virtual_memory().available:
             probe_peak = estimate(
-                workload, probe_batches(batch)[1], optimizer, device=device
+                workload, probe_batches(batch)[-1], optimizer, device=device
             ).peak_bytes
         time_model = build_time_model(
             workload, units, device, optimizer, probe_peak, batch_size=batch

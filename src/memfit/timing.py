@@ -32,11 +32,16 @@ PROBE_BATCHES = (2, 16)
 """Probe sizes for a model timed without a target batch size."""
 
 
-def probe_batches(batch_size: int | None) -> tuple[int, int]:
-    """Two sizes far enough apart that the slope is not lost in timing noise, both cheap."""
+def probe_batches(batch_size: int | None) -> tuple[int, ...]:
+    """Sizes far enough apart that the slope is not lost in timing noise, all cheap.
+
+    The last two fit the line; a batch of 1 is timed too when it lies well below them,
+    because tiny micro-batches cost more per sample than the line says.
+    """
     if not batch_size or batch_size < 8:
         return PROBE_BATCHES if not batch_size else (1, max(2, batch_size))
-    return max(1, batch_size // 16), max(2, batch_size // 4)
+    low, high = max(1, batch_size // 8), max(2, batch_size // 2)
+    return (1, low, high) if low >= 3 else (low, high)
 
 
 @dataclass
@@ -53,10 +58,25 @@ class StepTimeModel:
     """Forward time per sample of each candidate unit for checkpointing."""
     source: str = "measured"
     """`measured` (real passes timed here) or `flops` (counted on fake tensors)."""
+    small_probe: tuple[int, float] | None = None
+    """(size, seconds) of a pass timed below the fitted line, for tiny micro-batches."""
+    line_from: int = 1
+    """The smallest size the line was fitted at."""
+
+    def pass_s(self, micro: int) -> float:
+        """One forward+backward pass over `micro` samples."""
+        on_line = self.fixed_s + self.per_sample_s * micro
+        if self.small_probe is None or micro >= self.line_from:
+            return on_line
+        size, seconds = self.small_probe
+        # Between the small probe and the line's first point, interpolate.
+        at_line = self.fixed_s + self.per_sample_s * self.line_from
+        share = (micro - size) / max(self.line_from - size, 1)
+        return seconds + share * (at_line - seconds)
 
     def forward_backward_s(self, batch: int, micro: int) -> float:
         steps = -(-batch // micro)
-        return steps * self.fixed_s + batch * self.per_sample_s
+        return steps * self.pass_s(micro) if micro < batch else self.pass_s(batch)
 
     def recompute_s(self, units: list[str], batch: int, segment_fraction: float = 1.0) -> float:
         return (
@@ -91,7 +111,7 @@ def _measured_model(
     units: list[str],
     device: str,
     optimizer: str,
-    probes: tuple[int, int] = PROBE_BATCHES,
+    probes: tuple[int, ...] = PROBE_BATCHES,
 ) -> StepTimeModel:
     torch.manual_seed(0)
     with torch.device(device):
@@ -140,7 +160,9 @@ def _measured_model(
     finally:
         for h in handles:
             h.remove()
-    (b1, (t1, _)), (b2, (t2, units2)) = sorted(times.items())
+    ordered = sorted(times.items())
+    (b1, (t1, _)), (b2, (t2, units2)) = ordered[-2:]
+    small = (ordered[0][0], ordered[0][1][0]) if len(ordered) == 3 else None
     slope = (t2 - t1) / (b2 - b1)
     if slope <= 0:  # timing noise swamped the difference: treat time as proportional
         slope, fixed = t2 / b2, 0.0
@@ -152,6 +174,8 @@ def _measured_model(
         optimizer_s=opt_s,
         unit_forward_per_sample_s={u: t / b2 for u, t in units2.items()},
         source="measured",
+        small_probe=small,
+        line_from=b1,
     )
 
 
