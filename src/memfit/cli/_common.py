@@ -13,6 +13,18 @@ def add_json_flag(parser) -> None:
     )
 
 
+def add_report_args(parser) -> None:
+    """--plot, --top and --json: how a profile or an estimate is shown."""
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="write a stacked-bar chart of the categories",
+    )
+    parser.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
+    add_json_flag(parser)
+
+
 def print_json(obj: dict[str, Any]) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False, default=_default)
     sys.stdout.write("\n")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._common import add_report_args, print_json
 from memfit.cli._model_args import add_model_args, resolve_workload
 
 
@@ -25,14 +25,7 @@ def add_parser(sub) -> None:
         help="ranks sharing the model states (FSDP); memory is per rank and "
         "--batch-size is each rank's batch",
     )
-    parser.add_argument(
-        "--plot",
-        metavar="FILE.png",
-        default=None,
-        help="write a stacked-bar chart of the categories",
-    )
-    parser.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
-    add_json_flag(parser)
+    add_report_args(parser)
     parser.set_defaults(run=run)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._common import add_report_args, print_json
 from memfit.cli._model_args import add_model_args, resolve_workload
 
 
@@ -10,14 +10,7 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("profile", help="measure where a real training step's memory goes")
     add_model_args(parser)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument(
-        "--plot",
-        metavar="FILE.png",
-        default=None,
-        help="write a stacked-bar chart of the categories",
-    )
-    parser.add_argument("--top", type=int, default=10, help="modules to list (default 10)")
-    add_json_flag(parser)
+    add_report_args(parser)
     parser.set_defaults(run=run)
 
 
