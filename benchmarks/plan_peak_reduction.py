@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint_sequential
 
 from memfit import zoo
 from memfit.measure.bytes import tensors_bytes
-from memfit.measure.process import ProcessPeak, stabilize_allocator
+from memfit.measure.process import ProcessPeak, relax_allocator, stabilize_allocator
 from memfit.optim import make_optimizer
 from memfit.planner import PlanSettings, plan
 from memfit.train import PlannedStep
@@ -94,17 +94,20 @@ def run_row(workload, batch_size: int, build_step, timed_steps: int) -> dict:
     step(batch)
     process.stop()
     process_step = process.peak_bytes - (process.baseline_bytes - before)
+    # Timing with glibc's usual adaptive allocator: the 1 MiB mmap threshold that steadies
+    # RSS readings makes every big tensor a fresh mapping, which slows large batches (here
+    # up to 2.4x) and would flatter every plan that uses small micro-batches.
+    relax_allocator()
     times = []
     for _ in range(timed_steps):
         start = time.perf_counter()
         step(batch)
         times.append(time.perf_counter() - start)
-    return {
-        "peak": peak,
-        "process": process_step,
-        "states": model_state_bytes(model, step.optimizer),
-        "step_s": min(times),
-    }
+    states = model_state_bytes(model, step.optimizer)
+    del step, optimizer, model, batch
+    gc.collect()
+    stabilize_allocator()  # also hands the heap's free blocks back, for the next row's RSS
+    return {"peak": peak, "process": process_step, "states": states, "step_s": min(times)}
 
 
 def plain(workload):
