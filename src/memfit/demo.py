@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch import nn
 
@@ -43,6 +42,7 @@ from memfit.planner import Plan, plan
 from memfit.report.chart import plot_before_after
 from memfit.report.plan_table import print_plan
 from memfit.report.text import category_table
+from memfit.train import training_progress
 from memfit.workload import Workload
 
 CHANNELS = 32
@@ -408,7 +408,7 @@ def _train_both(
         _PlannedRun("memfit plan", workload, lr, seed, the_plan, epochs),
     ]
     steps_per_epoch = -(-len(x_train) // batch_size)
-    with _progress(console) as bar:
+    with training_progress(console) as bar:
         tasks = [bar.add_task(run.label, total=epochs * steps_per_epoch) for run in runs]
         for epoch in range(epochs):
             batches = list(_batches(x_train, y_train, batch_size, seed + epoch))
@@ -443,17 +443,6 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     with torch.no_grad():
         return float((model(x).argmax(dim=1) == y).float().mean())
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 # ---- the telling ---------------------------------------------------------------------------------

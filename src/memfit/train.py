@@ -279,9 +279,8 @@ def fit(
     return result
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return nullcontext(None)
+def training_progress(console=None):
+    """The progress bar `fit` and the demo show: description, bar, count, time."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -289,8 +288,13 @@ def _progress(enabled: bool):
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        console=console,
         transient=False,
     )
+
+
+def _progress(enabled: bool):
+    return training_progress() if enabled else nullcontext(None)
 
 
 def _batches(data, batch_size: int, seed: int, device: str) -> Iterable:

@@ -85,23 +85,18 @@ def encode_and_report(
 
     Shared by `quantize` and `cluster`: they differ only in the encoder and the words.
     """
-    from memfit.compress._report import CompressReport, maybe_accuracy
-    from memfit.compress._targets import working_copy
-    from memfit.compress._training import tune_after_compression
-    from memfit.measure.bytes import module_bytes
+    from memfit.compress._measured import measured_compression
 
-    accuracy_before = maybe_accuracy(model, validation)
-    before = module_bytes(model)
-    model = working_copy(model, inplace)
-    layers = encode_layers(model, encoder, encoding, skip)
-    notes = ["biases and BatchNorm stay fp32"]
-    notes += tune_after_compression(model, finetune_data, finetune_steps, tuned)
-    return model, CompressReport(
+    def change(target: nn.Module):
+        return encode_layers(target, encoder, encoding, skip), ["biases and BatchNorm stay fp32"]
+
+    return measured_compression(
+        model,
+        change,
         method=method,
-        before_bytes=before,
-        after_bytes=module_bytes(model),
-        accuracy_before=accuracy_before,
-        accuracy_after=maybe_accuracy(model, validation),
-        layers=layers,
-        notes=notes,
+        tuned=tuned,
+        validation=validation,
+        finetune_data=finetune_data,
+        finetune_steps=finetune_steps,
+        inplace=inplace,
     )

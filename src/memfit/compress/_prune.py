@@ -14,13 +14,13 @@ from memfit.compress._layers import (
     CompressedLinear,
     can_be_sparse,
 )
+from memfit.compress._measured import measured_compression
 from memfit.compress._positions import SparsePositions
-from memfit.compress._report import CompressReport, LayerReport, layer_bytes, maybe_accuracy
-from memfit.compress._targets import check_fraction, set_module, target_layers, working_copy
-from memfit.compress._training import tune_after_compression
+from memfit.compress._report import CompressReport, LayerReport, layer_bytes
+from memfit.compress._targets import check_fraction, set_module, target_layers
 from memfit.compress._values import FloatValues
 from memfit.errors import CompressError
-from memfit.measure.bytes import module_bytes, tensors_bytes
+from memfit.measure.bytes import tensors_bytes
 
 SCOPES = ("global", "layer")
 LAYOUTS = ("auto", "sparse", "dense")
@@ -67,26 +67,23 @@ def prune(
         raise CompressError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if layout not in LAYOUTS:
         raise CompressError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    accuracy_before = maybe_accuracy(model, validation)
-    before = module_bytes(model)
-    model = working_copy(model, inplace)
-    if structured:
-        from memfit.compress._structured import prune_channels
 
-        layers, notes = prune_channels(model, amount, scope, skip)
-        method = "prune (structured)"
-    else:
-        layers, notes = _prune_weights(model, amount, scope, layout, index_bits, skip)
-        method = "prune"
-    notes += tune_after_compression(model, finetune_data, finetune_steps, "the pruning mask fixed")
-    return model, CompressReport(
-        method=method,
-        before_bytes=before,
-        after_bytes=module_bytes(model),
-        accuracy_before=accuracy_before,
-        accuracy_after=maybe_accuracy(model, validation),
-        layers=layers,
-        notes=notes,
+    def change(target: nn.Module):
+        if structured:
+            from memfit.compress._structured import prune_channels
+
+            return prune_channels(target, amount, scope, skip)
+        return _prune_weights(target, amount, scope, layout, index_bits, skip)
+
+    return measured_compression(
+        model,
+        change,
+        method="prune (structured)" if structured else "prune",
+        tuned="the pruning mask fixed",
+        validation=validation,
+        finetune_data=finetune_data,
+        finetune_steps=finetune_steps,
+        inplace=inplace,
     )
 
 

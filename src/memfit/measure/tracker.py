@@ -166,13 +166,7 @@ class MemoryTracker:
                 continue
             if only_from is not None and entry.category != only_from:
                 continue
-            self._totals[entry.category] -= entry.nbytes
-            self._totals[category] += entry.nbytes
-            # Live now and allocated before the peak means it was live at the peak too.
-            if entry.seq <= self._peak_seq:
-                self._peak_categories[entry.category] -= entry.nbytes
-                self._peak_categories[category] += entry.nbytes
-            entry.category = category
+            self.relabel_entry(entry, category)
 
     def _on_output(self, tensor: torch.Tensor) -> None:
         for storage in iter_storages(tensor):
@@ -197,6 +191,7 @@ class MemoryTracker:
 
     def relabel_entry(self, entry: _Entry, category: str) -> None:
         self._totals[entry.category] -= entry.nbytes
+        # Live now and allocated before the peak means it was live at the peak too.
         self._totals[category] += entry.nbytes
         if entry.seq <= self._peak_seq:
             self._peak_categories[entry.category] -= entry.nbytes

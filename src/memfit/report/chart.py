@@ -31,11 +31,7 @@ def plot_profiles(
 
     labels = list(labels or [f"{p.workload}\nbatch {p.batch_size}" for p in profiles])
     fig, ax = plt.subplots(figsize=(max(4.0, 2.2 * len(profiles) + 2), 4.5))
-    bottoms = [0.0] * len(profiles)
-    for name in CATEGORIES:
-        values = [p.categories.get(name, 0) / 1e6 for p in profiles]
-        ax.bar(labels, values, bottom=bottoms, color=COLORS[name], label=name, width=0.6)
-        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    bottoms = _stacked_bars(ax, labels, [p.categories for p in profiles])
     for x, total in enumerate(bottoms):
         ax.text(x, total, f"{total:,.1f} MB", ha="center", va="bottom", fontsize=9)
     if budget_bytes:
@@ -45,13 +41,7 @@ def plot_profiles(
         )
     ax.set_ylabel("MB at the step's peak")
     ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    ax.margins(y=0.12)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, margin=0.12)
 
 
 def plot_before_after(
@@ -73,11 +63,7 @@ def plot_before_after(
 
     labels = [label for label, _ in bars]
     fig, ax = plt.subplots(figsize=(max(4.5, 2.4 * len(bars) + 2.5), 4.8))
-    bottoms = [0.0] * len(bars)
-    for name in CATEGORIES:
-        values = [cats.get(name, 0) / 1e6 for _, cats in bars]
-        ax.bar(labels, values, bottom=bottoms, color=COLORS[name], label=name, width=0.6)
-        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    bottoms = _stacked_bars(ax, labels, [cats for _, cats in bars])
     first = bottoms[0] if bottoms else 0.0
     for x, total in enumerate(bottoms):
         text = f"{total:,.2f} MB"
@@ -104,8 +90,26 @@ def plot_before_after(
         )
     ax.set_ylabel("MB of live tensors at the step's peak")
     ax.set_title(title)
+    return _finish(fig, ax, path, margin=0.15)
+
+
+def _stacked_bars(
+    ax, labels: Sequence[str], categories: Sequence[Mapping[str, int]]
+) -> list[float]:
+    """One bar per label, one segment per category in MB; returns each bar's total."""
+    bottoms = [0.0] * len(labels)
+    for name in CATEGORIES:
+        values = [cats.get(name, 0) / 1e6 for cats in categories]
+        ax.bar(labels, values, bottom=bottoms, color=COLORS[name], label=name, width=0.6)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    return bottoms
+
+
+def _finish(fig, ax, path: str | Path, margin: float) -> Path:
+    import matplotlib.pyplot as plt
+
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    ax.margins(y=0.15)
+    ax.margins(y=margin)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
