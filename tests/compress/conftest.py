@@ -13,9 +13,7 @@ def mlp() -> nn.Module:
     )
 
 
-@pytest.fixture
-def cnn() -> nn.Module:
-    torch.manual_seed(0)
+def _small_cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1, bias=False),
         nn.BatchNorm2d(8),
@@ -27,3 +25,15 @@ def cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(16, 10),
     ).eval()
+
+
+@pytest.fixture
+def cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return _small_cnn()
+
+
+@pytest.fixture
+def make_cnn():
+    """Fresh, untrained copies of the `cnn` architecture (for loading saved weights into)."""
+    return _small_cnn

@@ -11,20 +11,6 @@ from memfit.compress import cluster, compress, load, prune, quantize, save
 from memfit.errors import CompressError
 
 
-def _fresh_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1, bias=False),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(16, 10),
-    ).eval()
-
-
 @pytest.mark.parametrize(
     "method",
     [
@@ -36,10 +22,10 @@ def _fresh_cnn() -> nn.Module:
     ],
     ids=["sparse", "structured", "int4", "cluster", "all"],
 )
-def test_save_then_load_gives_the_same_outputs(cnn, tmp_path, method):
+def test_save_then_load_gives_the_same_outputs(cnn, make_cnn, tmp_path, method):
     small, _ = method(cnn)
     path = save(small.eval(), tmp_path / "model.safetensors")
-    back = load(path, _fresh_cnn()).eval()
+    back = load(path, make_cnn()).eval()
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(back(x), small(x))
