@@ -21,7 +21,13 @@ from memfit.techniques import checkpointing as ckpt
 from memfit.techniques import lowbit
 from memfit.techniques.accumulation import batch_size_of, split_batch
 from memfit.techniques.precision import autocast, grad_scaler
-from memfit.workload import Workload, call_model, load_workload
+from memfit.workload import (
+    Workload,
+    call_model,
+    load_workload,
+    loss_of_output,
+    split_inputs,
+)
 
 
 class PlannedStep:
@@ -34,7 +40,7 @@ class PlannedStep:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        loss_fn: Callable[[Any, Any], torch.Tensor],
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
         micro_batch_size: int | None,
         precision: str = "fp32",
         device: str = "cpu",
@@ -92,12 +98,14 @@ class PlannedStep:
             if sharded:
                 # FSDP: reduce gradients across ranks once, on the last micro-batch.
                 self.model.set_requires_gradient_sync(index == len(pieces) - 1)
-            inputs, targets = piece
+            inputs, targets = split_inputs(piece)
             mark("forward")
             with autocast(self.precision, self.device):
+                output = call_model(self.model, inputs)
+                loss = self.loss_fn(output, targets) if self.loss_fn else loss_of_output(output)
                 # Weight each micro-batch by its share: for a loss that averages over the
                 # batch, the accumulated gradient is then the full batch's gradient.
-                loss = self.loss_fn(call_model(self.model, inputs), targets) * (size / total)
+                loss = loss * (size / total)
             mark("backward")
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += float(loss.detach())

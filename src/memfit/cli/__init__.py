@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.environ.get("MEMFIT_DEBUG"):
         warnings.filterwarnings("ignore")
+    if getattr(args, "json", False):
+        # stdout carries one JSON object; progress would only clutter a script's stderr.
+        from memfit import progress
+
+        progress.set_enabled(False)
     try:
         return int(args.run(args) or 0)
     except MemfitError as exc:
