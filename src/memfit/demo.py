@@ -35,10 +35,11 @@ from memfit import zoo
 from memfit.budget import Budget, format_bytes
 from memfit.errors import MeasureError
 from memfit.measure.profile import run_tracked_step
+from memfit.measure.step import TrainingStep
 from memfit.measure.tracker import TrackerResult
 from memfit.memory_profile import CATEGORIES, MemoryProfile, ModuleRow
 from memfit.optim import make_optimizer
-from memfit.planner import Plan, plan
+from memfit.planning import Plan, plan
 from memfit.report.chart import plot_before_after
 from memfit.report.plan_table import print_plan
 from memfit.report.text import category_table
@@ -100,7 +101,7 @@ class DemoResult:
 
     @property
     def within_budget(self) -> bool:
-        return self.planned.peak_bytes <= self.budget.bytes
+        return self.plan.room.within(self.planned.peak_bytes)
 
     @property
     def accuracy_gap(self) -> float:
@@ -339,22 +340,22 @@ class _Run:
 
 
 class _PlainRun(_Run):
-    """Plain PyTorch, nothing of memfit in the loop but the tracker on tracked updates."""
+    """Plain PyTorch: memfit's one training step with no technique is forward, backward,
+    optimizer step and zero_grad, as in any loop; the tracker watches tracked updates."""
+
+    def __init__(self, label: str, workload: Workload, lr: float, seed: int):
+        super().__init__(label, workload, lr, seed)
+        self.step = TrainingStep.for_workload(workload, self.model, self.optimizer)
 
     def update(self, batch) -> float:
-        x, y = batch
-        loss = self.workload.loss_fn(self.model(x), y)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(self.step(batch))
 
     def tracked(self, batch, epoch: int) -> tuple[float, TrackerResult]:
         # The same update under the tracker that `memfit.profile` uses.
         x, y = batch
         with torch.no_grad():
             loss = float(self.workload.loss_fn(self.model(x), y))
-        result, _ = run_tracked_step(self.workload, self.model, self.optimizer, batch)
+        result, _ = run_tracked_step(None, self.model, self.optimizer, batch, step=self.step)
         return loss, result
 
 
@@ -467,7 +468,7 @@ def _comparison_table(r: DemoResult) -> Table:
         format_bytes(r.plan.baseline_peak_bytes),
         format_bytes(r.plan.predicted_peak_bytes),
     )
-    inside = p.peak_bytes <= r.budget.bytes
+    inside = r.within_budget
     table.add_row(
         "inside the budget",
         "no" if b.peak_bytes > r.budget.bytes else "yes",
