@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._common import add_html_report_flag, add_json_flag, print_json
 from memfit.cli._model_args import add_model_args, resolve_workload
 
 EXIT_OVER_BUDGET = 3
@@ -39,6 +39,7 @@ def add_parser(sub) -> None:
         default=None,
         help="memory kept for the runtime itself (default 400MB on CPU, 600MB on GPU)",
     )
+    add_html_report_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -91,6 +92,10 @@ def run(args) -> int:
         from memfit.report.plan_table import print_plan
 
         print_plan(the_plan, Console(), measured)
+    if args.report:
+        from memfit.cli.report import write_plan_report_for
+
+        write_plan_report_for(args, the_plan, workload, measured)
     if measured is not None and measured > the_plan.budget.bytes - the_plan.reserve_bytes:
         return EXIT_OVER_BUDGET
     return 0
