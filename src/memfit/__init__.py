@@ -4,6 +4,7 @@
     estimate  the same on fake tensors: nothing of the model's size is allocated
     plan      what makes a step fit a budget, with predicted memory and time
     fit       train under a plan and check the measured peak
+    show      draw a result's report in a notebook (the `--report` HTML, inline)
 
 Names are imported on first use, so `import memfit` is quick.
 """
@@ -32,6 +33,7 @@ _EXPORTS = {
     "FitResult": "memfit.train",
     "MemoryTracker": "memfit.measure.tracker",
     "make_optimizer": "memfit.optim",
+    "show": "memfit.report.notebook",
 }
 _MODULES = {"zoo": "memfit.zoo", "data": "memfit.data", "errors": "memfit.errors"}
 

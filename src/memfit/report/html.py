@@ -207,6 +207,9 @@ def _write(page: str, path: str | Path) -> Path:
 
 # ---- the parts ---------------------------------------------------------------------------------
 def _figure_of(name: str, *args: Any, **kwargs: Any):
+    from memfit.errors import require
+
+    require("bokeh", "report")
     from memfit.report import _figures
 
     return getattr(_figures, name)(*args, **kwargs)
@@ -429,10 +432,17 @@ def _plan_sentence(data: Mapping[str, Any]) -> str:
 
 
 def _plan_bars(data: Mapping[str, Any], base: Mapping[str, Any] | None) -> list:
+    """Baseline and plan, predicted; measured too where a real run gave the numbers."""
+    measured_base = base is not None and base.get("method") == "measured"
     base_cats = data.get("baseline_categories")
-    if base_cats is None and base is not None and base["peak_bytes"] == data["baseline_peak_bytes"]:
+    same_estimate = (
+        base is not None and not measured_base and base["peak_bytes"] == data["baseline_peak_bytes"]
+    )
+    if base_cats is None and same_estimate:
         base_cats = base["categories"]  # the same step, split by category
-    bars = [("baseline", base_cats or {"total": data["baseline_peak_bytes"]})]
+    bars = [("baseline (predicted)", base_cats or {"total": data["baseline_peak_bytes"]})]
+    if measured_base:
+        bars.append(("baseline (measured)", base["categories"]))
     bars.append(
         (
             "plan (predicted)",
