@@ -115,7 +115,9 @@ def category_bars(
             fig.add_layout(
                 Span(location=value / factor, dimension="height", line_dash=dash, line_width=2)
             )
-            _label(fig, value / factor, len(bars) - 0.5, f" {name}", align="left")
+            # Budget named at the top, usable at the bottom: the two lines are often close.
+            y = len(bars) - 0.45 if name == "budget" else 0.05
+            _label(fig, value / factor, y, f" {name}", align="left")
     fig.x_range.start = 0
     fig.x_range.end = max([*totals, budget_bytes or 0, usable_bytes or 0, 1]) / factor * 1.08
     fig.ygrid.visible = False

@@ -402,7 +402,7 @@ def _plan_cards(data: Mapping[str, Any]) -> list:
             (
                 "measured peak",
                 format_bytes(data["measured_peak_bytes"]),
-                "real steps, --verify",
+                "real training steps",
                 "ok" if ok else "bad",
             )
         )
