@@ -117,7 +117,7 @@ def test_notebook_html_is_light_and_holds_the_categories(estimated) -> None:
     assert "<svg" in html and "<script" not in html
     assert format_bytes(estimated.categories["activations"]) in html
     assert len(html) < 100_000
-    ids = re.compile(r"#?p[0-9a-f]{10}")  # matplotlib's random clip-path ids
+    ids = re.compile(r"#?[pm][0-9a-f]{10}")  # matplotlib's random clip-path and marker ids
     assert ids.sub("", html) == ids.sub("", profile_repr_html(estimated))
 
 
