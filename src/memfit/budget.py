@@ -57,8 +57,8 @@ class Budget:
             raise BudgetError(f"a budget is a string such as '12GB', got {type(text).__name__}")
         if not text.strip():
             raise BudgetError(
-                "the budget is empty: give a size such as 12GB or a preset such as colab "
-                "(`memfit budgets` lists them)"
+                "the budget is empty: give a size such as 12GB or 12GiB, or a preset such as "
+                "colab (`memfit budgets` lists them)"
             )
         key = text.strip().lower()
         if key in PRESETS:
@@ -98,11 +98,11 @@ def _whole_bytes(value: float, text: str) -> int:
     if not math.isfinite(value) or value > _MAX_BUDGET_BYTES:
         raise BudgetError(
             f"budget {text.strip()} is larger than any machine (over 1 EB); "
-            "give a size such as 12GB or 80GiB"
+            "give a size such as 12GB or 12GiB"
         )
     if value < 1:
         raise BudgetError(
-            f"budget {text.strip()} is less than one byte; give a size such as 12GB or 512MB"
+            f"budget {text.strip()} is less than one byte; give a size such as 12GB or 12GiB"
         )
     return int(round(value))
 
