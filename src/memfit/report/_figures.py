@@ -74,7 +74,7 @@ def category_bars(
 
     A bar whose categories are not known is given as `{"total": bytes}`: drawn in grey.
     """
-    from bokeh.models import ColumnDataSource, HoverTool, Span
+    from bokeh.models import ColumnDataSource, HoverTool
 
     labels = [label for label, _ in bars]
     totals = [sum(cats.values()) for _, cats in bars]
@@ -107,17 +107,15 @@ def category_bars(
     tips = [("", "@label"), ("total", f"@shown_total{{0,0.00}} {unit}")]
     tips += [(c, f"@{c}{{0,0.00}} {unit}") for c in CATEGORIES]
     fig.add_tools(HoverTool(renderers=renderers, tooltips=tips))
-    for value, dash, name in (
-        (budget_bytes, "dashed", "budget"),
-        (usable_bytes, "dotted", "usable"),
-    ):
-        if value:
-            fig.add_layout(
-                Span(location=value / factor, dimension="height", line_dash=dash, line_width=2)
-            )
-            # Budget named at the top, usable at the bottom: the two lines are often close.
-            y = len(bars) - 0.45 if name == "budget" else 0.05
-            _label(fig, value / factor, y, f" {name}", align="left")
+    # Budget named at the top, usable at the bottom: the two lines are often close.
+    _limit_lines(
+        fig,
+        factor,
+        "height",
+        budget_bytes,
+        usable_bytes,
+        lambda name, at: (at, len(bars) - 0.45 if name == "budget" else 0.05, "left"),
+    )
     fig.x_range.start = 0
     fig.x_range.end = max([*totals, budget_bytes or 0, usable_bytes or 0, 1]) / factor * 1.08
     fig.ygrid.visible = False
@@ -191,13 +189,8 @@ def timeline_chart(
         fig.add_layout(Span(location=peak_op, dimension="height", line_dash="dashed"))
         fig.scatter([peak_op], [peak], size=9, color="black", marker="diamond")
         _label(fig, peak_op, peak, f" peak {peak:,.2f} {unit}", align="left")
-    if budget_bytes:
-        fig.add_layout(
-            Span(
-                location=budget_bytes / factor, dimension="width", line_dash="dashed", line_width=2
-            )
-        )
-        _label(fig, timeline.ops[0] if timeline.ops else 0, budget_bytes / factor, " budget")
+    first, last = (timeline.ops[0], timeline.ops[-1]) if timeline.ops else (0, 0)
+    _horizontal_limits(fig, factor, budget_bytes, usable_bytes, first, last)
     fig.y_range.start = 0
     fig.y_range.end = top * 1.06
     _legend_outside(fig)
@@ -258,7 +251,7 @@ def alternatives_chart(
     usable_bytes: int | None,
 ):
     """Each combination the planner considered: predicted peak against predicted time cost."""
-    from bokeh.models import ColumnDataSource, HoverTool, Span
+    from bokeh.models import ColumnDataSource, HoverTool
 
     peaks = [a["predicted_peak_bytes"] for a in alternatives]
     unit, factor = unit_for(max([*peaks, budget_bytes or 0, 1]))
@@ -307,20 +300,40 @@ def alternatives_chart(
             tooltips=[("", "@label"), ("peak", f"@y{{0,0.00}} {unit}"), ("time", "@x{+0.0}%")],
         )
     )
+    left = min([0.0, *(100 * a["predicted_time_overhead"] for a in alternatives)])
+    right = max([0.0, *(100 * a["predicted_time_overhead"] for a in alternatives)])
+    _horizontal_limits(fig, factor, budget_bytes, usable_bytes, left, right)
+    fig.y_range.start = 0
+    fig.y_range.end = max([*peaks, budget_bytes or 0, 1]) / factor * 1.1
+    _legend_outside(fig)
+    return fig
+
+
+def _limit_lines(fig, factor: float, dimension: str, budget_bytes, usable_bytes, place) -> None:
+    """The budget (dashed) and usable (dotted) lines, each named where `place(name, at)` says."""
+    from bokeh.models import Span
+
     for value, dash, name in (
         (budget_bytes, "dashed", "budget"),
         (usable_bytes, "dotted", "usable"),
     ):
         if value:
-            fig.add_layout(
-                Span(location=value / factor, dimension="width", line_dash=dash, line_width=2)
-            )
-            left = min([0.0, *(100 * a["predicted_time_overhead"] for a in alternatives)])
-            _label(fig, left, value / factor, f" {name}")
-    fig.y_range.start = 0
-    fig.y_range.end = max([*peaks, budget_bytes or 0, 1]) / factor * 1.1
-    _legend_outside(fig)
-    return fig
+            at = value / factor
+            fig.add_layout(Span(location=at, dimension=dimension, line_dash=dash, line_width=2))
+            x, y, align = place(name, at)
+            _label(fig, x, y, f" {name} ", align=align)
+
+
+def _horizontal_limits(fig, factor: float, budget_bytes, usable_bytes, left, right) -> None:
+    """Budget and usable across the chart, named at opposite ends: they are often close."""
+    _limit_lines(
+        fig,
+        factor,
+        "width",
+        budget_bytes,
+        usable_bytes,
+        lambda name, at: (left, at, "left") if name == "budget" else (right, at, "right"),
+    )
 
 
 def _phase_names(timeline: Timeline) -> list[str]:
