@@ -73,6 +73,9 @@ def write_plan_report_for(args, the_plan, workload, measured: int | None) -> Non
         data["measured_peak_bytes"] = measured
     baseline = None
     try:
+        if getattr(args, "nodes", 1) > 1:
+            # The plan's peaks are one rank's; an unsharded baseline would not compare.
+            raise MemfitError("sharded")
         with progress.task("estimating the baseline step for the report"):
             baseline = estimate(
                 workload, data.get("batch_size"), data.get("optimizer", "adam"), device=args.device

@@ -161,7 +161,9 @@ def timeline_chart(
                     level="underlay",
                 )
             )
-            _label(fig, (first + last) / 2, top, PHASE_LABELS.get(name, name), align="center")
+            # A phase too short to hold its name (zero_grad, often) is left to the hover.
+            if (last - first) >= 0.06 * max(timeline.operations, 1):
+                _label(fig, (first + last) / 2, top, PHASE_LABELS.get(name, name), align="center")
     if timeline.categories:
         fig.varea_stack(
             list(CATEGORIES),
@@ -188,7 +190,15 @@ def timeline_chart(
         peak_op, peak = timeline.ops[peak_i], totals[peak_i] / factor
         fig.add_layout(Span(location=peak_op, dimension="height", line_dash="dashed"))
         fig.scatter([peak_op], [peak], size=9, color="black", marker="diamond")
-        _label(fig, peak_op, peak, f" peak {peak:,.2f} {unit}", align="left")
+        right_half = peak_op > (timeline.ops[0] + timeline.ops[-1]) / 2
+        text = f"peak {peak:,.2f} {unit}"
+        _label(
+            fig,
+            peak_op,
+            peak,
+            f"{text} " if right_half else f" {text}",
+            align="right" if right_half else "left",
+        )
     first, last = (timeline.ops[0], timeline.ops[-1]) if timeline.ops else (0, 0)
     _horizontal_limits(fig, factor, budget_bytes, usable_bytes, first, last)
     fig.y_range.start = 0
