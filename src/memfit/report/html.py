@@ -1,8 +1,8 @@
 """One self-contained HTML file that shows where a step's memory goes, or what a plan does.
 
 Everything the page needs is inside it (Bokeh's JavaScript, the data, the styles), so it
-opens with no network, and is 1.3 to 1.6 MB (Bokeh 1.3 MB, the data). Tables carry every number, so the page
-reads even where scripts are blocked (a mail preview).
+opens with no network; it weighs 1.3 to 1.6 MB (Bokeh's 1.3 MB and the data). Tables carry
+every number, so the page reads even where scripts are blocked (a mail preview).
 
 Inputs are the JSON dictionaries the command line prints (`memfit profile/estimate/plan
 --json`), or the live objects: a `MemoryProfile`, or anything with `to_dict()` that gives
