@@ -114,9 +114,13 @@ class DemoResult:
         return self.baseline.peak_bytes / max(self.planned.peak_bytes, 1)
 
 
-def run_demo(plot_path: str = "memfit-demo.png", console: Console | None = None) -> int:
+def run_demo(
+    plot_path: str = "memfit-demo.png",
+    console: Console | None = None,
+    report_path: str | None = "memfit-demo.html",
+) -> int:
     """`memfit demo`: 0 when the planned run stayed inside its budget, 1 when it did not."""
-    result = demo_story(plot_path, console)
+    result = demo_story(plot_path, console, report_path=report_path)
     return 0 if result.within_budget and result.plan.fits else 1
 
 
@@ -129,15 +133,31 @@ def demo_story(
     epochs: int = EPOCHS,
     lr: float = LEARNING_RATE,
     seed: int = 0,
+    report_path: str | Path | None = None,
 ) -> DemoResult:
-    """Profile, budget, plan, train both ways, compare; print the story and return its numbers."""
+    """Profile, budget, plan, train both ways, compare; print the story and return its numbers.
+
+    With `report_path`, the HTML report of the plan (measured peaks included) is written too.
+    """
     console = console or Console()
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        return _story(Path(plot_path), console, channels, batch_size, epochs, lr, seed)
+        result = _story(Path(plot_path), console, channels, batch_size, epochs, lr, seed)
     finally:
         torch.set_num_threads(threads)
+    if report_path is not None:
+        from memfit.report.html import write_plan_report
+
+        measured = {
+            "measured_peak_bytes": result.planned.peak_bytes,
+            "measured_categories": result.planned.categories,
+        }
+        path = write_plan_report(
+            {**result.plan.to_dict(), **measured}, report_path, baseline=result.baseline_profile
+        )
+        console.print(f"Report: {path} (open it in a browser; it needs no network)")
+    return result
 
 
 def _story(
@@ -257,7 +277,7 @@ def _profile_elsewhere(channels: int, batch_size: int, seed: int) -> MemoryProfi
     code = (
         "import json, sys; from memfit import zoo; from memfit.measure.profile import "
         "profile; c, b, s, o = sys.argv[1:5]; print(json.dumps(profile(zoo.get('cnn', "
-        "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict()))"
+        "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict(timeline=True)))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(channels), str(batch_size), str(seed), OPTIMIZER],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -25,7 +26,16 @@ COMMANDS = [
     "shrink",
     "convert",
     "compress",
+    "report",
 ]
+
+EXAMPLES = """examples:
+  memfit estimate zoo:llama-7b --batch-size 1 --budget colab   does it fit? (allocates nothing)
+  memfit profile zoo:resnet18 --batch-size 64 --report r.html  measure a step, chart it
+  memfit plan zoo:wrn-28-2 --budget 550MB --batch-size 128     what makes it fit
+
+Every command takes --json (one JSON object on stdout). MEMFIT_DEBUG=1 shows tracebacks
+and the warnings of the libraries memfit uses."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -39,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="memfit",
         description="Make deep-learning training fit in the memory you have.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=version_line(), help="print the version and exit"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -68,12 +83,38 @@ def _restart_with_stable_allocator(args, argv: list[str] | None) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "memfit", *sys.argv[1:]], env)
 
 
+def version_line() -> str:
+    """`memfit 0.1.0 (torch 2.13.0)`, read from package metadata: no import of torch."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from memfit import __version__
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"memfit {__version__} (torch {torch_version}, Python {sys.version.split()[0]})"
+
+
+def quiet_third_party() -> None:
+    """Keep other libraries' warnings off the user's screen: one line on stderr, not six.
+
+    torchao logs "Failed to load ..." for kernels this machine cannot use, torch's pytree
+    logs deprecations, transformers logs advice; memfit itself logs nothing, so every
+    log record below ERROR is dropped. MEMFIT_DEBUG=1 shows them all again.
+    """
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _restart_with_stable_allocator(args, argv)
     if not os.environ.get("MEMFIT_DEBUG"):
-        warnings.filterwarnings("ignore")
+        quiet_third_party()
     if getattr(args, "json", False):
         # stdout carries one JSON object; progress would only clutter a script's stderr.
         from memfit import progress

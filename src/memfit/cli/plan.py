@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._common import add_html_report_flag, add_json_flag, print_json
 from memfit.cli._model_args import add_model_args, resolve_workload
 
 EXIT_OVER_BUDGET = 3
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
         default=None,
         help="memory kept for the runtime itself (default 400MB on CPU, 1GB on GPU)",
     )
+    add_html_report_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -101,6 +102,10 @@ def run(args) -> int:
         print_plan(the_plan, console)
         if verification is not None:
             console.print(verification.line())
+    if args.report:
+        from memfit.cli.report import write_plan_report_for
+
+        write_plan_report_for(args, the_plan, workload, verification)
     if verification is not None and not verification.within_budget:
         return EXIT_OVER_BUDGET
     return 0
