@@ -6,7 +6,10 @@ first and only the rest is shared out. Measured on generated CSV files (see
 benchmarks/convert_rss.py), each byte of a chunk in flight costs about this many
 bytes of resident memory at the peak: the text, pyarrow's parse (tokens, then
 columns), the statistics and casts, the chunks waiting to be written, the row
-group being gathered, the Parquet writer's pages, and allocator slack.
+group being gathered, the Parquet writer's pages, and allocator slack; on top of
+that a fixed part, about the same for any chunk size: pyarrow's code pages touched
+by parsing, casting and compressing, the Parquet writer's per-column encoders and
+buffers (about 20 MB for 14 columns), and the sample that guesses the types.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 from memfit.budget import Budget, format_bytes
 from memfit.errors import ConvertError
 
-_BYTES_PER_CHUNK_BYTE_PER_WORKER = 7
+_FIXED_BYTES = 65 * 10**6
+_BYTES_PER_CHUNK_BYTE_PER_WORKER = 4  # text, tokens, columns, statistics and casts
+_BYTES_PER_ROW_GROUP_BYTE = 1.25  # the gathered row group and its encoded pages
 _ROW_GROUP_CHUNKS = 4
 _MIN_CHUNK = 1 << 20
 _MAX_CHUNK = 32 << 20
@@ -49,19 +54,25 @@ class ConvertBudget:
         if workers is not None and workers < 1:
             raise ConvertError(f"workers must be at least 1, got {workers}")
         for count in range(wanted, 0, -1):
-            chunk = data // (_BYTES_PER_CHUNK_BYTE_PER_WORKER * (count + 1) + 2 * _ROW_GROUP_CHUNKS)
+            chunk = int((data - _FIXED_BYTES) // _per_chunk_byte(count))
             if chunk >= _MIN_CHUNK or count == 1:
                 break
         if chunk < _MIN_CHUNK:
-            need = held + _MIN_CHUNK * (
-                _BYTES_PER_CHUNK_BYTE_PER_WORKER * 2 + 2 * _ROW_GROUP_CHUNKS
-            )
+            need = held + _FIXED_BYTES + int(_MIN_CHUNK * _per_chunk_byte(1))
             raise ConvertError(
                 f"--max-memory {format_bytes(bound)} leaves {format_bytes(max(data, 0))} for "
                 f"data after the {format_bytes(held)} this process already uses; give at "
                 f"least {format_bytes(need)}"
             )
         return cls(bound, held, int(min(chunk, _MAX_CHUNK)), count)
+
+
+def _per_chunk_byte(workers: int) -> float:
+    # workers parsing, one parsed chunk waiting, the row group being gathered and written
+    return (
+        _BYTES_PER_CHUNK_BYTE_PER_WORKER * (workers + 1)
+        + _BYTES_PER_ROW_GROUP_BYTE * _ROW_GROUP_CHUNKS
+    )
 
 
 def _usable_cores() -> int:

@@ -27,6 +27,7 @@ from memfit.data._convert_columns import (
     join_kinds,
     kind_of_type,
 )
+from memfit.data._convert_memory import release_unused
 from memfit.data._convert_output import PartialParquet
 from memfit.data._convert_parse import ParsedChunk, parse_text, text_column
 from memfit.data._convert_text import CsvText
@@ -131,6 +132,7 @@ class _Pipeline:
             return
         table = pa.concat_tables([c.table for c in self.buffer])
         self.writer.write(table)
+        release_unused()
         self.ranges.append((self.buffer[0].start, self.buffer[-1].stop))
         self.buffer = []
 
@@ -336,7 +338,7 @@ class CsvPipeline(_Pipeline):
 def _has_quoted_newline(piece: bytes) -> bool:
     if b'"' not in piece:
         return False
-    raw = np.frombuffer(piece, dtype=np.uint8)
+    raw = np.frombuffer(piece, dtype=np.uint8)  # the head sample: 1 MB at most
     quotes = np.cumsum(raw == 34)
     return bool(((raw == 10) & (quotes % 2 == 1)).any())
 

@@ -38,6 +38,7 @@ from memfit.budget import Budget
 from memfit.data._callable_module import make_module_callable
 from memfit.data._convert_budget import ConvertBudget
 from memfit.data._convert_columns import output_schema
+from memfit.data._convert_memory import returning_memory
 from memfit.data._convert_output import (
     PartialParquet,
     check_compression,
@@ -134,6 +135,33 @@ def convert(
     >>> pd.read_parquet(folder / "t.parquet")["n"].tolist()
     [1, 2, 300]
     """
+    with returning_memory():
+        return _convert(
+            source,
+            destination,
+            max_memory,
+            shrink,
+            delimiter,
+            encoding,
+            compression,
+            compression_level,
+            progress,
+            workers,
+        )
+
+
+def _convert(
+    source,
+    destination,
+    max_memory,
+    shrink,
+    delimiter,
+    encoding,
+    compression,
+    compression_level,
+    progress,
+    workers,
+) -> ConvertResult:
     start = time.perf_counter()
     location = locate(source, ConvertError)
     file_bytes = location.size()
