@@ -15,24 +15,14 @@ import pytest
 from memfit.data import convert
 from memfit.errors import ConvertError
 
-SMALL_BLOCKS = "150MB"  # leaves little room for data: many small blocks even for tiny files
-
 
 def _write_rows(path, header, rows):
     path.write_text(header + "\n" + "\n".join(rows) + "\n")
 
 
 @pytest.fixture(autouse=True)
-def _small_chunks(monkeypatch):
-    # Chunks of 64 kB and a head-only sample of 8 kB make the late-change cases below
-    # land in a later chunk than the guess saw, so the rewrite of earlier rows runs.
-    import memfit.data._convert_budget as budget
-    import memfit.data._convert_text as text
-
-    monkeypatch.setattr(budget, "_MAX_CHUNK", 1 << 16)
-    monkeypatch.setattr(budget, "_MIN_CHUNK", 1 << 16)
-    monkeypatch.setattr(text, "_HEAD_SAMPLE_BYTES", 1 << 13)
-    monkeypatch.setattr(text, "_SAMPLE_PIECES", 0)
+def _small_chunks(small_chunks):
+    pass
 
 
 def test_late_decimal_and_late_missing_value_get_one_consistent_type(tmp_path):

@@ -55,8 +55,20 @@ def add_parser(sub) -> None:
 
 
 def convert_from_args(args, output, shrink: bool = True):
+    """Run the conversion; SIGTERM/SIGHUP (already cleaned up after) exit with 128 + signal."""
+    import sys
+
+    from memfit.data._convert_output import Terminated
     from memfit.data.convert import convert
 
+    try:
+        return _convert(convert, args, output, shrink)
+    except Terminated as stop:
+        print(f"memfit: stopped by signal {stop.signum}; nothing was written", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+
+
+def _convert(convert, args, output, shrink):
     return convert(
         args.input,
         output,

@@ -186,7 +186,7 @@ class CsvText:
             return []
         pieces.append(head)
         size = self.file_bytes
-        if not self.random_access or size < 4 * _HEAD_SAMPLE_BYTES:
+        if not self.random_access or size < 4 * _HEAD_SAMPLE_BYTES or not _SAMPLE_PIECES:
             return pieces
         with self.location.open_random() as handle:
             starts = np.linspace(_HEAD_SAMPLE_BYTES, size - _SAMPLE_PIECE_BYTES, _SAMPLE_PIECES)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,24 @@ def _fsspec_location(text: str, error: type[DataError]) -> Location:
 def create_following_umask(path: Path) -> int:
     """Create `path` (which must not exist) for writing, with the umask's permissions."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+
+
+def temporary_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new file next to `path` (to be renamed over it), with the umask's permissions."""
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return create_following_umask(candidate), candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
+def follow_umask(folder: Path) -> None:
+    """Give a folder made private by `tempfile.mkdtemp` the permissions `mkdir` would."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
 
 
 def check_output_folder(folder: Path, error: type[DataError] = DataError) -> None:
