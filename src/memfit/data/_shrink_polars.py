@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from memfit.data._shrink_columns import FitOptions
-from memfit.data._shrink_rules import smallest_int_dtype
+from memfit.data._shrink_rules import float_round_trips, has_negative_zero, smallest_int_dtype
 from memfit.errors import require
 
 
@@ -50,6 +50,7 @@ def _shrunk(pl, series, options: FitOptions):
             and finite
             and (values == np.trunc(values)).all()
             and abs(values).max() < 2.0**63
+            and not has_negative_zero(values)
         ):
             target = smallest_int_dtype(int(values.min()), int(values.max()))
             if target is not None and target.itemsize < (4 if dtype == pl.Float32 else 8):
@@ -59,7 +60,11 @@ def _shrunk(pl, series, options: FitOptions):
             if dtype == target:
                 break
             cast = series.cast(target, strict=False)
-            if _compare(pl, series, cast)[1] <= options.rtol:
+            exact = float_round_trips(
+                values,
+                np.dtype(np.float16 if target == getattr(pl, "Float16", None) else np.float32),
+            )
+            if exact or (options.rtol > 0 and _compare(pl, series, cast)[1] <= options.rtol):
                 return cast
         return series
     if dtype == pl.String and options.strings:
