@@ -12,7 +12,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-COLUMNS = ["order_id", "store", "price", "quantity", "discount", "kind", "comment", "at", "day", "clock", "flag", "lat", "code", "late"]
+COLUMNS = [
+    "order_id",
+    "store",
+    "price",
+    "quantity",
+    "discount",
+    "kind",
+    "comment",
+    "at",
+    "day",
+    "clock",
+    "flag",
+    "lat",
+    "code",
+    "late",
+]
 LAST_ROW = b"0,1,1.0,,0.5,alpha,last,2024-01-01 00:00:00,2024-01-01,00:00:00,true,0.0,A7,0.5\n"
 _BLOCK_ROWS = 250_000
 _WORDS = np.array(["alpha", "beta", "gamma", "delta", "epsilon", "zeta"])
