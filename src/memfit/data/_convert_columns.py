@@ -101,6 +101,19 @@ class ColumnStats:
     source_type: pa.DataType | None = None
     """Parquet input: the column's own type."""
 
+    # ------------------------------------------------------------------ settled facts
+
+    def settled(self) -> tuple[bool, bool, bool]:
+        """What no later chunk can change: (not integral, not float32-exact, too many
+        distinct strings). Chunk statistics skip measuring those (`skip`)."""
+        return (not self.integral, not self.float32_exact, self.distinct_overflow)
+
+    def skip(self, settled: tuple[bool, bool, bool]) -> None:
+        not_integral, not_float32, overflow = settled
+        self.integral &= not not_integral
+        self.float32_exact &= not not_float32
+        self.distinct_overflow |= overflow
+
     # ------------------------------------------------------------------ text
 
     def kind_of_text(self, text: pa.Array) -> tuple[str, pa.Array]:
@@ -152,7 +165,7 @@ class ColumnStats:
             if self.integral:
                 whole = pc.and_(pc.is_finite(present), pc.equal(pc.trunc(present), present))
                 self.integral = bool(pc.all(whole).as_py())
-            if not self.negative_zero:
+            if not self.negative_zero and self.integral:  # -0.0 matters for integers only
                 zeros = present.filter(pc.equal(present, 0.0))
                 if len(zeros):
                     signs = np.signbit(zeros.to_numpy(zero_copy_only=False))

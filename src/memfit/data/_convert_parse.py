@@ -50,7 +50,7 @@ def parse_text(
 ) -> tuple[pa.Table, list[str]]:
     """`data` parsed with `kinds` (widened where a value does not fit), and the kinds used."""
     kinds = list(kinds)
-    if not data.strip():
+    if not data or (len(data) < 4096 and not bytes(data).strip()):
         return pa.table(
             {n: pa.array([], READ_TYPES[k]) for n, k in zip(names, kinds, strict=True)}
         ), kinds

@@ -34,7 +34,7 @@ from memfit.data._convert_text import CsvText
 from memfit.data._files import Location
 from memfit.errors import ConvertError
 
-_CATEGORY_SAMPLE_SHARE = 0.05  # a sample this distinct (or less) predicts a category
+_CATEGORY_SAMPLE_SHARE = 0.5  # parsed straight into a dictionary below this distinct share
 _DICTIONARY_SHARE = 0.2  # Parquet dictionary pages pay off below this share
 
 
@@ -61,7 +61,7 @@ class _Pipeline:
     def chunks(self) -> Iterator[tuple[int, int, object]]:
         raise NotImplementedError
 
-    def work(self, start, stop, data, kinds, categories, physical) -> ParsedChunk:
+    def work(self, start, stop, data, kinds, categories, physical, settled) -> ParsedChunk:
         raise NotImplementedError
 
     def position(self) -> int:
@@ -82,6 +82,7 @@ class _Pipeline:
                     list(self.kinds),
                     set(self.categories),
                     None if self.physical is None else list(self.physical),
+                    [s.settled() for s in self.stats],
                 )
             )
             del data
@@ -257,11 +258,14 @@ def _fits(column: pa.Array, stats: ColumnStats, target: pa.DataType | None) -> b
     return kind == "string" and (pa.types.is_dictionary(target) or pa.types.is_large_string(target))
 
 
-def measure_and_cast(table: pa.Table, names, kinds, physical) -> tuple[pa.Table, list[ColumnStats]]:
+def measure_and_cast(
+    table: pa.Table, names, kinds, physical, settled
+) -> tuple[pa.Table, list[ColumnStats]]:
     stats, columns = [], []
     for i, column in enumerate(table.columns):
         array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         state = ColumnStats(names[i])
+        state.skip(settled[i])  # what earlier chunks already ruled out is not measured again
         state.add_typed(array, kinds[i])
         stats.append(state)
         target = physical[i] if physical is not None else None
@@ -285,6 +289,7 @@ class CsvPipeline(_Pipeline):
     def _guess_types(self) -> None:
         text_bytes = [0] * len(self.names)
         present = [0] * len(self.names)
+        distinct = [pa.array([], pa.large_string()) for _ in self.names]
         quoted_newlines = False
         for number, piece in enumerate(self.text.sample()):
             if number and quoted_newlines and b'"' in piece:
@@ -304,13 +309,16 @@ class CsvPipeline(_Pipeline):
                 self.hints[i].add_text(column)
                 text_bytes[i] += pc.sum(pc.binary_length(column)).as_py() or 0
                 present[i] += len(column) - column.null_count
+                distinct[i] = pc.unique(pa.concat_arrays([distinct[i], column.drop_null()]))
         for i, hint in enumerate(self.hints):
             self.kinds[i] = hint.kind
             self._mean_text[i] = text_bytes[i] / max(present[i], 1)
-            share = len(hint.distinct) / max(present[i], 1) if hint.distinct is not None else 1.0
+            share = len(distinct[i]) / max(present[i], 1)
             if hint.kind == "string" and share <= _CATEGORY_SAMPLE_SHARE:
                 self.categories.add(i)
-            if hint.kind in ("int", "uint", "bool", "date", "null") or share <= _DICTIONARY_SHARE:
+            # Parquet dictionary pages pay off for few distinct values; for many, building
+            # the dictionary until pyarrow gives up on it only costs time.
+            if hint.kind in ("bool", "null") or share <= _DICTIONARY_SHARE:
                 self.dictionary.add(self.names[i])
 
     def chunks(self):
@@ -319,9 +327,9 @@ class CsvPipeline(_Pipeline):
     def position(self) -> int:
         return self.text.raw_position()
 
-    def work(self, start, stop, data, kinds, categories, physical) -> ParsedChunk:
+    def work(self, start, stop, data, kinds, categories, physical, settled) -> ParsedChunk:
         table, used = parse_text(self.text, data, self.names, kinds, categories)
-        table, stats = measure_and_cast(table, self.names, used, physical)
+        table, stats = measure_and_cast(table, self.names, used, physical, settled)
         return ParsedChunk(start, stop, table, used, stats, categories)
 
     def text_of(self, start: int, stop: int, i: int) -> pa.Array:
@@ -394,8 +402,9 @@ class ParquetPipeline(_Pipeline):
     def position(self) -> int:
         return getattr(self, "_position", 0)
 
-    def work(self, start, stop, data, kinds, categories, physical) -> ParsedChunk:
-        table, stats = measure_and_cast(data, self.names, [None] * len(self.names), physical)
+    def work(self, start, stop, data, kinds, categories, physical, settled) -> ParsedChunk:
+        kinds = [None] * len(self.names)
+        table, stats = measure_and_cast(data, self.names, kinds, physical, settled)
         for state, f in zip(stats, self.file.schema_arrow, strict=True):
             state.source_type = f.type
         return ParsedChunk(start, stop, table, [s.kind for s in stats], stats, categories)
