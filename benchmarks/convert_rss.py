@@ -65,6 +65,7 @@ try:
         import duckdb
         con = duckdb.connect()
         con.execute(f"SET memory_limit = '{budget}'")
+        con.execute("SET enable_progress_bar = false")
         types = ", types = {'code': 'VARCHAR', 'late': 'DOUBLE'}" if tool == "duckdb_typed" else ""
         con.execute(
             f"COPY (SELECT * FROM read_csv('{src}'{types})) TO '{dst}' "
@@ -115,7 +116,8 @@ def run_child(tool: str, src: Path, dst: Path, budget: str) -> dict:
     )
     if out.returncode:
         return {"seconds": float("nan"), "peak": 0, "error": out.stderr.strip()[-80:]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    line = [x for x in out.stdout.splitlines() if x.startswith('{"seconds"')][-1]
+    return json.loads(line)
 
 
 def changed_values(reference: Path, other: Path) -> int:
@@ -123,6 +125,7 @@ def changed_values(reference: Path, other: Path) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    # Both files whole in memory: this is why values are compared up to --check-limit only.
     ours = pq.read_table(reference)
     theirs = pq.read_table(other)
     changed = 0

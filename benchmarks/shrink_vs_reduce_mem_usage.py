@@ -170,8 +170,6 @@ def measure(name: str, df: pd.DataFrame, repeat: int) -> dict:
 
 def polars_changed(old, new) -> int:
     """Values of a polars frame that differ after shrink_dtype (nulls compared as values)."""
-    import polars as pl
-
     changed = 0
     for name in old.columns:
         a, b = old[name], new[name]
