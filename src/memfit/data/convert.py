@@ -102,6 +102,7 @@ class ConvertResult:
         }
 
 
+@returning_memory()
 def convert(
     source: str | os.PathLike,
     destination: str | os.PathLike | None = None,
@@ -135,33 +136,6 @@ def convert(
     >>> pd.read_parquet(folder / "t.parquet")["n"].tolist()
     [1, 2, 300]
     """
-    with returning_memory():
-        return _convert(
-            source,
-            destination,
-            max_memory,
-            shrink,
-            delimiter,
-            encoding,
-            compression,
-            compression_level,
-            progress,
-            workers,
-        )
-
-
-def _convert(
-    source,
-    destination,
-    max_memory,
-    shrink,
-    delimiter,
-    encoding,
-    compression,
-    compression_level,
-    progress,
-    workers,
-) -> ConvertResult:
     start = time.perf_counter()
     location = locate(source, ConvertError)
     file_bytes = location.size()
