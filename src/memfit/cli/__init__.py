@@ -74,7 +74,7 @@ def _restart_with_stable_allocator(args, argv: list[str] | None) -> None:
     runs (memfit.measure.process): setting it later leaves what was freed before in the
     heap, which inflated a measured step by 20% here.
     """
-    from memfit.measure.process import STABLE_ENVIRONMENT, env_is_stable
+    from memfit.measure.allocator_env import STABLE_ENVIRONMENT, env_is_stable
 
     measuring = args.command in MEASURING or getattr(args, "verify", False)
     if not measuring or env_is_stable() or not sys.platform.startswith("linux") or argv is not None:

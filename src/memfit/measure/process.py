@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
 from dataclasses import dataclass, field
 
 import psutil
 import torch
 
+from memfit.measure.allocator_env import STABLE_ENVIRONMENT, STABLE_MMAP_THRESHOLD, env_is_stable
+
+__all__ = ["STABLE_ENVIRONMENT", "ProcessPeak", "env_is_stable", "stabilize_allocator"]
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_STABLE_MMAP_THRESHOLD = 128 * 2**10
-"""Blocks from this size up get their own mmap. At 1 MiB, a micro-batched step's activations
-of a few hundred kB stayed in the heap after being freed and a transformer step read 23 MB
-of RSS above its tensors; at 128 KiB it read what its tensors held."""
-STABLE_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(_STABLE_MMAP_THRESHOLD)}
-"""Set before Python starts, for repeatable RSS readings from the first allocation on."""
+_STABLE_MMAP_THRESHOLD = STABLE_MMAP_THRESHOLD
 
 
 def _libc():
@@ -164,6 +162,3 @@ def process_memory_bytes(device: str) -> int:
         return torch.cuda.memory_allocated()
     return current_rss_bytes()
 
-
-def env_is_stable() -> bool:
-    return os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None
