@@ -8,8 +8,12 @@ class MixerBlock(nn.Module):
     def __init__(self, tokens: int, dim: int):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.token_mlp = nn.Sequential(nn.Linear(tokens, 2 * tokens), nn.GELU(), nn.Linear(2 * tokens, tokens))
-        self.channel_mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.token_mlp = nn.Sequential(
+            nn.Linear(tokens, 2 * tokens), nn.GELU(), nn.Linear(2 * tokens, tokens)
+        )
+        self.channel_mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        )
 
     def forward(self, x):
         x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
@@ -17,7 +21,9 @@ class MixerBlock(nn.Module):
 
 
 class Mixer(nn.Module):
-    def __init__(self, image: int = 64, patch: int = 8, dim: int = 256, depth: int = 8, classes: int = 100):
+    def __init__(
+        self, image: int = 64, patch: int = 8, dim: int = 256, depth: int = 8, classes: int = 100
+    ):
         super().__init__()
         tokens = (image // patch) ** 2
         self.stem = nn.Conv2d(3, dim, patch, stride=patch)

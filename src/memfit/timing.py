@@ -16,6 +16,7 @@ The planner needs time costs without trial runs of every plan. The model:
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from memfit.cache import cached_measurement
 from memfit.measure.step import StepSettings, TrainingStep
 from memfit.optim import build_optimizer
 from memfit.workload import Workload
@@ -248,78 +250,100 @@ def low_bit_step_slowdown(bits: int, device: str = "cpu") -> float:
     the ratio is kept in memfit's cache (per device, torch and torchao version) and
     timed again only when one of them changes.
     """
-    return _low_bit_step(bits, device)[0]
+    key = _low_bit_key(bits, device)
+    if key is None:
+        return 1.0
+    return cached_measurement(f"{key}/slowdown", lambda: _time_low_bit_step(bits, device))
 
 
-def low_bit_step_copies(bits: int, device: str = "cpu") -> float:
-    """fp32 copies of the largest parameter torchao's `bits`-bit step holds at once.
+def low_bit_step_copies(
+    bits: int, device: str = "cpu", shape: tuple[int, ...] = (1024, 1024)
+) -> float:
+    """fp32 copies of a parameter of `shape` that torchao's `bits`-bit step holds at once.
 
     Its update dequantizes one parameter's moments at a time; how many temporaries that
-    takes depends on the layout and on torchao's version (here: about 2 for 8-bit, 6.5
-    for 4-bit), so it is measured with the slowdown, by the process's own peak.
+    takes depends on the layout, on the kernels the compiler picks for the shape and on
+    torchao's version (here 2 to 4 for 8-bit, about 7 for 4-bit), so it is read off the
+    process's own peak for the shape asked (capped at 4M values), and cached.
     """
-    return _low_bit_step(bits, device)[1]
+    numel = math.prod(shape)
+    if numel > MAX_PROBE_NUMEL or numel < 4096:
+        shape = (2048, 2048) if numel > MAX_PROBE_NUMEL else (64, 64)
+    key = _low_bit_key(bits, device)
+    if key is None:
+        return 2.0
+    shape_key = "x".join(map(str, shape))
+    return cached_measurement(
+        f"{key}/copies/{shape_key}", lambda: _low_bit_step_copies(bits, device, shape)
+    )
 
 
-def _low_bit_step(bits: int, device: str) -> tuple[float, float]:
+MAX_PROBE_NUMEL = 4 * 2**20
+
+
+def _low_bit_key(bits: int, device: str) -> str | None:
     import importlib.metadata
 
-    from memfit.cache import cached_measurement, device_name
+    from memfit.cache import device_name
 
     try:
         ao_version = importlib.metadata.version("torchao")
     except importlib.metadata.PackageNotFoundError:
-        return 1.0, 2.0
-    key = f"low-bit-step/{bits}/{device_name(device)}/torch-{torch.__version__}/ao-{ao_version}"
-    measured: dict[str, float] = {}
-
-    def measure(what: str) -> float:
-        if not measured:
-            measured.update(
-                zip(("slowdown", "copies"), _time_low_bit_step(bits, device), strict=True)
-            )
-        return measured[what]
-
-    return (
-        cached_measurement(f"{key}/slowdown", lambda: measure("slowdown")),
-        cached_measurement(f"{key}/copies", lambda: measure("copies")),
-    )
+        return None
+    return f"low-bit-step/{bits}/{device_name(device)}/torch-{torch.__version__}/ao-{ao_version}"
 
 
-def _time_low_bit_step(bits: int, device: str) -> tuple[float, float]:
-    from memfit.measure.process import ProcessPeak, relax_allocator, stabilize_allocator
+def _probe_params(shapes, device: str) -> list[torch.nn.Parameter]:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*shape, device=device)) for shape in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    return params
+
+
+def _time_low_bit_step(bits: int, device: str) -> float:
     from memfit.techniques.lowbit import low_bit_twin
 
     count, rows, cols = LOW_BIT_PROBE_SHAPE
-    largest_bytes = rows * cols * 4
-
-    def run(make) -> tuple[float, int]:
-        torch.manual_seed(0)
-        params = [torch.nn.Parameter(torch.randn(rows, cols, device=device)) for _ in range(count)]
-        for p in params:
-            p.grad = torch.randn_like(p)
-        opt = make(params)
+    plain = torch.optim.AdamW(_probe_params([(rows, cols)] * count, device))
+    low = low_bit_twin(
+        torch.optim.AdamW(_probe_params([(rows, cols)] * count, device)), bits, device
+    )
+    for opt in (plain, low):
         for _ in range(2):  # warm-up: state creation, kernel selection, compilation
             opt.step()
-        _sync(device)
-        best = float("inf")
-        for _ in range(3):
+    best = {id(plain): float("inf"), id(low): float("inf")}
+    # Taken in turn, best of five: a burst of load slows one reading of each, not all of one.
+    for _ in range(5):
+        for opt in (plain, low):
+            _sync(device)
             start = time.perf_counter()
             opt.step()
             _sync(device)
-            best = min(best, time.perf_counter() - start)
-        stable = stabilize_allocator()
-        process = ProcessPeak(str(device))
-        process.start()
+            best[id(opt)] = min(best[id(opt)], time.perf_counter() - start)
+    return max(best[id(low)] / max(best[id(plain)], 1e-9), 0.1)
+
+
+def _low_bit_step_copies(bits: int, device: str, shape: tuple[int, ...]) -> float:
+    from memfit.measure.process import ProcessPeak, relax_allocator, stabilize_allocator
+    from memfit.techniques.lowbit import low_bit_twin
+
+    (param,) = _probe_params([shape], device)
+    opt = low_bit_twin(torch.optim.AdamW([param]), bits, device)
+    for _ in range(2):
         opt.step()
-        transient = process.stop() - process.baseline_bytes
+    stable = stabilize_allocator()
+    readings = []
+    try:
+        for _ in range(3):
+            process = ProcessPeak(str(device))
+            process.start()
+            opt.step()
+            readings.append(process.stop() - process.baseline_bytes)
+    finally:
         if stable:
             relax_allocator()
-        return best, transient
-
-    plain, _ = run(lambda ps: torch.optim.AdamW(ps))
-    low, transient = run(lambda ps: low_bit_twin(torch.optim.AdamW(ps), bits, device))
-    return max(low / max(plain, 1e-9), 0.1), max(transient / largest_bytes, 0.0)
+    return max(sorted(readings)[1] / (param.numel() * 4), 0.0)
 
 
 def _sync(device: str) -> None:

@@ -53,6 +53,7 @@ def estimate(
     prepare: Callable[[torch.nn.Module], object] | None = None,
     gradients_present: bool = False,
     techniques: Sequence[TechniqueConfig] = (),
+    optimizer_step: bool = True,
 ) -> MemoryProfile:
     """Estimate one training step without allocating it (`method="estimated"`).
 
@@ -60,7 +61,9 @@ def estimate(
     their own `apply` (checkpointing, precision...; micro-batching runs the last
     micro-batch with every gradient present); the others' byte effects are the
     planner's business. `prepare(model)` changes the fake model before the step;
-    `gradients_present` starts the step with every gradient allocated.
+    `gradients_present` starts the step with every gradient allocated;
+    `optimizer_step=False` runs forward and backward only (the optimizer's state is
+    still there, and counted).
 
         >>> from memfit import zoo
         >>> e = estimate(zoo.get("llama-7b"), batch_size=1)
@@ -104,7 +107,9 @@ def estimate(
                 prefill_gradients(model)
             stage = "running the training step"
             batch = workload.make_batch(training.run_batch_size or batch_size, device)
-            step = TrainingStep.for_workload(workload, training.model, training.optimizer, settings)
+            step = TrainingStep.for_workload(
+                workload, training.model, training.optimizer if optimizer_step else None, settings
+            )
             result, _ = run_tracked_step(
                 workload, training.model, training.optimizer, batch, device=device, step=step
             )
@@ -127,7 +132,12 @@ def estimate(
             "`memfit profile` at a small batch size, or set MEMFIT_DEBUG=1 for the traceback"
         ) from exc
     label = optimizer_label(workload, optimizer)
-    return profile_from(result, "estimated", workload, batch_size, label, precision, device, rows)
+    profile = profile_from(
+        result, "estimated", workload, batch_size, label, precision, device, rows
+    )
+    if training.run_batch_size is not None:
+        profile.config["run_batch_size"] = training.run_batch_size
+    return profile
 
 
 def _operation(exc: Exception) -> str:

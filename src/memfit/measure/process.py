@@ -161,4 +161,3 @@ def process_memory_bytes(device: str) -> int:
     if device.startswith("cuda"):
         return torch.cuda.memory_allocated()
     return current_rss_bytes()
-

@@ -225,8 +225,10 @@ def measure_more(ctx: PlanContext, stage: str, *, state_dir: str | None = None) 
             changes["low_bit_slowdown"] = {
                 bits: low_bit_step_slowdown(bits, req.device) for bits in (8, 4)
             }
+            largest = max(facts.trainable_parameters, key=lambda p: p.numel(), default=None)
+            shape = tuple(largest.shape) if largest is not None else (1024, 1024)
             changes["low_bit_step_copies"] = {
-                bits: low_bit_step_copies(bits, req.device) for bits in (8, 4)
+                bits: low_bit_step_copies(bits, req.device, shape) for bits in (8, 4)
             }
     if stage == "slow" and req.allow_offload and facts.optimizer_kind in ("adam", "adamw"):
         from memfit.techniques.offload import measure_disk_bandwidth
@@ -263,13 +265,18 @@ class FakeRuns:
     """Fake-tensor runs of the step with some techniques applied, each run once.
 
     Keyed by the configs that run on fake tensors (the others change bytes by formula),
-    so candidates that differ only in optimizer state or sharding share a run.
+    so candidates that differ only in optimizer state or sharding share a run. The
+    optimizer step is the same whatever the micro-batches, checkpointing or autocast
+    (its phase holds model states, gradients and the batch), so it runs once, in the
+    plain step, and candidates run forward and backward only, unless one of their
+    techniques changes the step itself (`Technique.changes_optimizer_step`).
     """
 
     def __init__(self, workload: Workload, request: PlanRequest):
         self.workload = workload
         self.request = request
         self._runs: dict[tuple[TechniqueConfig, ...], MemoryProfile] = {}
+        self._batch_bytes: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -282,10 +289,45 @@ class FakeRuns:
                 self.request.optimizer,
                 device=self.request.device,
                 techniques=configs,
+                optimizer_step=not configs or _changes_step(configs),
             )
         return self._runs[configs]
 
     def prediction(self, configs: tuple[TechniqueConfig, ...]) -> Prediction:
         prof = self.profile(configs)
-        phases = prof.phase_categories or {prof.peak_phase: prof.categories}
-        return Prediction(phases={k: dict(v) for k, v in phases.items()})
+        phases = {k: dict(v) for k, v in (prof.phase_categories or {}).items()}
+        if configs and not _changes_step(configs):
+            # The plain step's optimizer phases, with this run's (micro-)batch held in them;
+            # micro-batching's effect adds the rest of the batch back.
+            plain = self.profile(())
+            run_batch = (
+                prof.batch_size
+                if prof.config.get("run_batch_size") is None
+                else (prof.config["run_batch_size"])
+            )
+            fewer = self.batch_bytes(self.request.batch_size) - self.batch_bytes(run_batch)
+            for phase in ("optimizer_step", "zero_grad"):
+                if phase in plain.phase_categories:
+                    cats = dict(plain.phase_categories[phase])
+                    cats["other"] = max(0, cats["other"] - fewer)
+                    phases[phase] = cats
+        if not phases:
+            phases = {prof.peak_phase: dict(prof.categories)}
+        return Prediction(phases=phases)
+
+    def batch_bytes(self, size: int) -> int:
+        if size not in self._batch_bytes:
+            self._batch_bytes[size] = fake_batch_bytes(self.workload, size, self.request.device)
+        return self._batch_bytes[size]
+
+
+def _changes_step(configs) -> bool:
+    from memfit.techniques.registry import of
+
+    return any(of(c).changes_optimizer_step for c in configs)
+
+
+def fake_batch_bytes(workload: Workload, size: int, device: str) -> int:
+    """Bytes of one batch of `size`, made on fake tensors."""
+    with FakeTensorMode():
+        return tensors_bytes(batch_tensors(workload.make_batch(size, device)))

@@ -66,24 +66,37 @@ def measure_kernel_scratch(
     """Lines through the hidden bytes at two batch sizes, plain and checkpointed."""
     if not measurable(device) or len(sizes) < 2:
         return None
-    plain = _line(workload, device, sizes, ())
-    ckpt = _line(workload, device, sizes, (checkpoint,)) if checkpoint is not None else None
+    low, high = sizes[0], sizes[-1]
+    at_high, peak = _hidden(workload, device, high, ())
+    if max(at_high.values()) < max(NEGLIGIBLE_BYTES, NEGLIGIBLE_SHARE * peak):
+        # Nothing worth a line (matrix products keep no scratch to speak of).
+        return KernelScratch(plain=ScratchLine())
+    plain = _line(low, _hidden(workload, device, low, ())[0], high, at_high)
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = _line(
+            low,
+            _hidden(workload, device, low, (checkpoint,))[0],
+            high,
+            _hidden(workload, device, high, (checkpoint,))[0],
+        )
     return KernelScratch(plain=plain, checkpointed=ckpt)
 
 
-def _line(workload, device, sizes, configs) -> ScratchLine:
-    low, high = sizes[0], sizes[-1]
-    at_low, at_high = (
-        _hidden(workload, device, low, configs),
-        _hidden(workload, device, high, configs),
-    )
+NEGLIGIBLE_BYTES = 2**20
+NEGLIGIBLE_SHARE = 0.01
+"""Hidden memory under this share of the step's peak (or under 1 MiB) is not modelled."""
+
+
+def _line(low: int, at_low: dict[str, float], high: int, at_high: dict[str, float]) -> ScratchLine:
     slope = {p: (at_high[p] - at_low[p]) / max(high - low, 1) for p in PASS_PHASES}
     fixed = {p: at_low[p] - slope[p] * low for p in PASS_PHASES}
     return ScratchLine(fixed=fixed, per_sample=slope)
 
 
-def _hidden(workload: Workload, device: str, size: int, configs) -> dict[str, float]:
-    """Process peak less tracker peak in each pass phase, for one real pass of `size`."""
+def _hidden(workload: Workload, device: str, size: int, configs) -> tuple[dict[str, float], int]:
+    """Process peak less tracker peak in each pass phase for a real pass of `size`, and the
+    tracker's peak."""
     torch.manual_seed(0)
     with torch.device(device):
         model = workload.build_model()
@@ -95,6 +108,7 @@ def _hidden(workload: Workload, device: str, size: int, configs) -> dict[str, fl
     step = TrainingStep.for_workload(workload, training.model, None, settings)
     step(workload.make_batch(size, device))  # first-call set-up belongs to the runtime
     readings = []
+    peak = 0
     for _ in range(2):
         batch = workload.make_batch(size, device)
         tracker = MemoryTracker(keep_timeline=False)
@@ -113,6 +127,7 @@ def _hidden(workload: Workload, device: str, size: int, configs) -> dict[str, fl
         process.stop()
         model.zero_grad(set_to_none=True)
         result = tracker.result()
+        peak = max(peak, result.peak_bytes)
         non_tensor = process.baseline_bytes - result.start_bytes
         readings.append(
             {
@@ -123,4 +138,4 @@ def _hidden(workload: Workload, device: str, size: int, configs) -> dict[str, fl
             }
         )
     # The smaller reading of each phase: other processes' pages never lower it.
-    return {p: min(r[p] for r in readings) for p in PASS_PHASES}
+    return {p: min(r[p] for r in readings) for p in PASS_PHASES}, peak

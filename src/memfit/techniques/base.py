@@ -184,6 +184,10 @@ class Technique:
     """Order of `apply` and of folding effects: lower first."""
     on_fake: ClassVar[bool] = True
     """Applied inside the fake-tensor run that predicts memory; False: `effect` does it."""
+    changes_optimizer_step: ClassVar[bool] = False
+    """Its fake-tensor prediction must run the optimizer step too (it changes what the step
+    holds: 16-bit weights, adapters, an update inside backward); the others reuse the
+    plain step's optimizer phase."""
     role: ClassVar[str] = "option"
     """`option`: the planner tries it on or off; `micro` and `checkpoint` are searched in
     their own loops; `given`: set by the request (sharding over the ranks asked for)."""
