@@ -19,7 +19,7 @@ from memfit.measure.step import batch_tensors
 from memfit.measure.tracker import MemoryTracker, TrackerResult, optimizer_state_tensors
 from memfit.techniques import checkpointing as ckpt
 from memfit.techniques import lowbit
-from memfit.techniques.accumulation import batch_size_of, split_batch
+from memfit.techniques.accumulation import batch_size_of, micro_batch_weights, split_batch
 from memfit.techniques.precision import autocast, grad_scaler
 from memfit.workload import (
     Workload,
@@ -54,6 +54,7 @@ class PlannedStep:
         self.scaler = grad_scaler(precision, device)
         self.on_phase: Callable[[str], None] | None = None
         self.around_optimizer_step: Callable[[], Any] | None = None
+        self.count_items: Callable[[Any], int] | None = None
         self._compiled = False
 
     @classmethod
@@ -84,7 +85,10 @@ class PlannedStep:
         if getattr(plan, "nodes", 1) > 1:
             model, optimizer = _shard_for_plan(plan, model, optimizer)
         micro = s.micro_batch_size if s.accumulation_steps > 1 else None
-        return cls(model, optimizer, loss_fn, micro, s.precision, plan.device)
+        step = cls(model, optimizer, loss_fn, micro, s.precision, plan.device)
+        workload = getattr(plan, "_workload", None)
+        step.count_items = workload.count_items if workload is not None else None
+        return step
 
     def __call__(self, batch) -> float:
         mark = self.on_phase or (lambda _p: None)
@@ -92,9 +96,12 @@ class PlannedStep:
         pieces = (
             split_batch(batch, self.micro_batch_size) if self.micro_batch_size else [(batch, total)]
         )
+        weights = micro_batch_weights(pieces, self.count_items)
         loss_sum = 0.0
         sharded = hasattr(self.model, "set_requires_gradient_sync")
-        for index, (piece, size) in enumerate(pieces):
+        for index, ((piece, _size), weight) in enumerate(zip(pieces, weights, strict=True)):
+            if weight == 0 and not sharded:
+                continue  # nothing the loss counts (every label ignored): adds no gradient
             if sharded:
                 # FSDP: reduce gradients across ranks once, on the last micro-batch.
                 self.model.set_requires_gradient_sync(index == len(pieces) - 1)
@@ -103,9 +110,9 @@ class PlannedStep:
             with autocast(self.precision, self.device):
                 output = call_model(self.model, inputs)
                 loss = self.loss_fn(output, targets) if self.loss_fn else loss_of_output(output)
-                # Weight each micro-batch by its share: for a loss that averages over the
-                # batch, the accumulated gradient is then the full batch's gradient.
-                loss = loss * (size / total)
+                # Weight each micro-batch by its share of the items the loss averages over:
+                # the accumulated gradient is then the full batch's gradient.
+                loss = loss * weight
             mark("backward")
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += float(loss.detach())

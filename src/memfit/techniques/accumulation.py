@@ -5,13 +5,15 @@ batch, while gradients stay alive across micro-batches (the planner measures it
 by running the last micro-batch's step, gradients already present, on fake tensors).
 
 Apply: the batch is split along its first dimension; each micro-batch's loss is
-weighted by its share of the batch, so for a loss that averages over the batch
-the accumulated gradient equals the full-batch gradient. Layers that look at the
+weighted by its share of what the loss averages over (samples, or for a token-level
+loss the tokens whose label is not ignored: `micro_batch_weights`), so the
+accumulated gradient equals the full-batch gradient. Layers that look at the
 whole batch (BatchNorm) see smaller batches: statistics differ, which the plan says.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,6 +32,31 @@ def split_batch(batch: Any, micro_batch_size: int) -> list[tuple[Any, int]]:
         stop = min(size, start + micro_batch_size)
         out.append((_slice(batch, start, stop), stop - start))
     return out
+
+
+def micro_batch_weights(
+    pieces: list[tuple[Any, int]], count_items: Callable[[Any], int] | None = None
+) -> list[float]:
+    """Each micro-batch's share of the items the full batch's loss averages over.
+
+    A mean loss over N items is the sum of each micro-batch's mean loss times n_i / N.
+    With `count_items` (a token-level loss: its counted tokens), n_i is that count;
+    without it, the samples in the micro-batch. A batch that counts no item at all is
+    weighted by samples, so the result is still a mean.
+
+        >>> import torch
+        >>> labels = torch.tensor([[1, 2, -100, -100], [3, 4, 5, 6]])
+        >>> pieces = [({"labels": labels[:1]}, 1), ({"labels": labels[1:]}, 1)]
+        >>> micro_batch_weights(pieces, lambda b: int((b["labels"] != -100).sum()))
+        [0.3333333333333333, 0.6666666666666666]
+        >>> micro_batch_weights(pieces)
+        [0.5, 0.5]
+    """
+    counts = [count_items(piece) for piece, _ in pieces] if count_items else []
+    if not counts or sum(counts) == 0:
+        counts = [size for _, size in pieces]
+    total = sum(counts)
+    return [count / total for count in counts]
 
 
 def batch_size_of(batch: Any) -> int:
