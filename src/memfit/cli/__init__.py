@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+import traceback
 import warnings
 
 from memfit.errors import MemfitError
@@ -48,11 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    # Libraries imported on the way (transformers pulls in torchao) log lines about their
+    # own optional parts that say nothing about the user's question.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not os.environ.get("MEMFIT_DEBUG"):
         warnings.filterwarnings("ignore")
+        _quiet_libraries()
     if getattr(args, "json", False):
         # stdout carries one JSON object; progress would only clutter a script's stderr.
         from memfit import progress
@@ -61,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except MemfitError as exc:
+        if os.environ.get("MEMFIT_DEBUG"):
+            traceback.print_exception(exc)
         print(f"memfit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -39,6 +39,13 @@ def add_parser(sub) -> None:
         default=None,
         help="memory kept for the runtime itself (default 400MB on CPU, 600MB on GPU)",
     )
+    parser.add_argument(
+        "--emit",
+        choices=["hf-trainer", "lightning"],
+        default=None,
+        help="also print the plan as Python: TrainingArguments for Hugging Face Trainer, "
+        "or a Lightning Trainer with memfit's callback",
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -53,6 +60,10 @@ def run(args) -> int:
         raise PlanError(
             "the planner chooses the precision itself; drop --precision (use --exact to keep fp32)"
         )
+    if args.emit and args.json:
+        from memfit.errors import PlanError
+
+        raise PlanError("--emit prints Python, --json one JSON object: give one of them")
     workload = resolve_workload(args)
     reserve = None
     if args.reserve is not None:
@@ -91,6 +102,10 @@ def run(args) -> int:
         from memfit.report.plan_table import print_plan
 
         print_plan(the_plan, Console(), measured)
+    if args.emit:
+        from memfit.integrations import emit_code
+
+        print(emit_code(args.emit, the_plan.to_dict(), args.model))
     if measured is not None and measured > the_plan.budget.bytes - the_plan.reserve_bytes:
         return EXIT_OVER_BUDGET
     return 0

@@ -157,6 +157,11 @@ def _task_fields(task: str, base, fields: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if task in ("causal-lm", "seq2seq") and "use_cache" not in fields:
         extra["use_cache"] = False  # training never reads a key/value cache
+    unset = "decoder_start_token_id" not in fields
+    if task == "seq2seq" and unset and getattr(base, "decoder_start_token_id", None) is None:
+        # T5's convention, which its bare model type leaves unset: the decoder starts
+        # from the pad token.
+        extra["decoder_start_token_id"] = base.pad_token_id or 0
     if task == "seq-cls" and base.pad_token_id is None and "pad_token_id" not in fields:
         # Decoder classifiers find each row's last real token by the pad id; many
         # checkpoints have none, and Trainer recipes set it to the end-of-text token.

@@ -50,7 +50,7 @@ def find_config(name: str) -> ConfigSource:
         return ConfigSource(name, {}, "model type")
     if "/" in name:
         return _from_hub(name)
-    choices = [*CONFIG_MAPPING.keys(), *_known_names()]
+    choices = sorted({*CONFIG_MAPPING.keys(), *_known_names()})
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise WorkloadError(
