@@ -69,7 +69,9 @@ def main():
     # It also warms the runtime up (autograd, kernels, thread pools, Trainer's imports),
     # so that what the process holds afterwards is a training script's own runtime.
     tight = MemoryBudgetCallback(budget=current_rss_bytes() // 2, on_over_budget="stop")
-    stopped_at = run({"per_device_train_batch_size": 4, "use_cpu": True}, tight, workload.build_model(), data, 3)
+    stopped_at = run(
+        {"per_device_train_batch_size": 4, "use_cpu": True}, tight, workload.build_model(), data, 3
+    )
     gc.collect()
     runtime = current_rss_bytes()
 

@@ -105,7 +105,7 @@ def run(args) -> int:
     if args.emit:
         from memfit.integrations import emit_code
 
-        print(emit_code(args.emit, the_plan.to_dict(), args.model))
+        print(emit_code(args.emit, the_plan, args.model))
     if measured is not None and measured > the_plan.budget.bytes - the_plan.reserve_bytes:
         return EXIT_OVER_BUDGET
     return 0
