@@ -137,3 +137,21 @@ class PeakWatch:
             f"{self.summary()}; lower the per-device batch and raise gradient accumulation, "
             "or plan again with `memfit plan MODEL --budget ...`"
         )
+
+
+class WatchedPeak:
+    """What both trainers' callbacks report, read from their `watch`."""
+
+    watch: PeakWatch
+
+    @property
+    def measured_peak_bytes(self) -> int | None:
+        """The highest reading over the first steps (None before the first step ended)."""
+        return self.watch.measured_peak_bytes
+
+    @property
+    def over_budget(self) -> bool:
+        return self.watch.over_budget
+
+    def summary(self) -> str:
+        return self.watch.summary()

@@ -28,7 +28,7 @@ from torch import nn
 from memfit.budget import format_bytes
 from memfit.errors import PlanError, require
 from memfit.integrations._code import python_value
-from memfit.integrations._peak import PeakWatch, plan_fields
+from memfit.integrations._peak import PeakWatch, WatchedPeak, plan_fields
 from memfit.techniques import checkpointing as ckpt
 from memfit.techniques.accumulation import batch_size_of
 
@@ -80,7 +80,7 @@ def trainer_code(plan: Any, model: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-class MemoryPlanCallback(_lightning.Callback):
+class MemoryPlanCallback(_lightning.Callback, WatchedPeak):
     """Applies a memfit plan to a Lightning run and measures its first steps' peak.
 
     `model_attr` names the LightningModule attribute that holds the planned model,
@@ -101,17 +101,6 @@ class MemoryPlanCallback(_lightning.Callback):
         self.model_attr = model_attr
         self.checkpointed: list[str] = []
         """The LightningModule's module names that were checkpointed."""
-
-    @property
-    def measured_peak_bytes(self) -> int | None:
-        return self.watch.measured_peak_bytes
-
-    @property
-    def over_budget(self) -> bool:
-        return self.watch.over_budget
-
-    def summary(self) -> str:
-        return self.watch.summary()
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":

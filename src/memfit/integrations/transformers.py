@@ -26,7 +26,7 @@ from typing import Any
 from memfit.budget import Budget, format_bytes
 from memfit.errors import PlanError, require
 from memfit.integrations._code import python_value
-from memfit.integrations._peak import PeakWatch, plan_fields
+from memfit.integrations._peak import PeakWatch, WatchedPeak, plan_fields
 
 _transformers = require("transformers", "hf")
 
@@ -168,7 +168,7 @@ def _notes(data: dict[str, Any], fields: dict[str, Any]) -> list[str]:
     return notes
 
 
-class MemoryBudgetCallback(_transformers.TrainerCallback):
+class MemoryBudgetCallback(_transformers.TrainerCallback, WatchedPeak):
     """A `TrainerCallback` that measures the first steps' peak and acts when it is over budget.
 
     `MemoryBudgetCallback(plan)` takes the budget from a plan (or its dictionary);
@@ -192,17 +192,6 @@ class MemoryBudgetCallback(_transformers.TrainerCallback):
         )
         if plan is None:
             self.watch.reserve_bytes = reserve_bytes
-
-    @property
-    def measured_peak_bytes(self) -> int | None:
-        return self.watch.measured_peak_bytes
-
-    @property
-    def over_budget(self) -> bool:
-        return self.watch.over_budget
-
-    def summary(self) -> str:
-        return self.watch.summary()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.watch.begin(args.device)
