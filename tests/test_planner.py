@@ -66,7 +66,7 @@ def test_offload_is_the_exact_way_past_model_states():
     w = zoo.get("mlp", depth=6, width=512, inputs=512)  # 25 MB of parameters, grads and Adam state
     p = plan(w, "22MB", batch_size=64, exact=True, reserve_bytes=0)
     assert p.fits and p.optimizer_state == "offload"
-    assert p.settings.offload_resident_bytes is not None
+    assert p.to_dict()["offload_resident_bytes"] is not None
     measured = _measured_peak(p, w)
     assert measured <= 22e6
 

@@ -3,6 +3,7 @@
     profile   measure a real training step, by category and by module
     estimate  the same on fake tensors: nothing of the model's size is allocated
     plan      what makes a step fit a budget, with predicted memory and time
+    verify    apply a plan to a fresh model, run real steps, hold the prediction to them
     fit       train under a plan and check the measured peak
 
 Names are imported on first use, so `import memfit` is quick.
@@ -26,8 +27,10 @@ _EXPORTS = {
     "max_batch_size": "memfit.estimator",
     "FitVerdict": "memfit.estimator",
     "BatchSizeFit": "memfit.estimator",
-    "plan": "memfit.planner",
-    "Plan": "memfit.planner",
+    "plan": "memfit.planning",
+    "Plan": "memfit.planning",
+    "verify": "memfit.verification",
+    "Verification": "memfit.verification",
     "fit": "memfit.train",
     "FitResult": "memfit.train",
     "MemoryTracker": "memfit.measure.tracker",

@@ -82,6 +82,66 @@ class Budget:
         label = self.name or format_bytes(self.bytes)
         return f"{label} ({format_bytes(self.bytes)} {self.device})" if self.name else label
 
+    def room(self, reserve_bytes: int | None = None) -> Room:
+        """What a training step may use of this budget (the one rule for "fits")."""
+        return Room(self, runtime_reserve(self) if reserve_bytes is None else int(reserve_bytes))
+
+
+SAFETY_MARGIN = 0.05
+"""Share of the room kept free in predictions: allocator rounding, fragmentation, small buffers."""
+
+# Memory a training process holds besides its tensors. CPU: the interpreter with torch
+# and memfit imported measured 230 MB RSS here; rounded up for the libraries a real
+# script also imports. GPU: the CUDA context and library workspaces (300-500 MB), which
+# torch.cuda.max_memory_allocated does not show, plus the part of the driver's total that
+# PyTorch cannot allocate (a T4's 15360 MiB is 14.56 GiB to PyTorch: 470 MB less).
+RUNTIME_RESERVE_BYTES = {"cpu": 400 * 10**6, "gpu": 1000 * 10**6}
+
+
+def runtime_reserve(budget: Budget) -> int:
+    return RUNTIME_RESERVE_BYTES[budget.device]
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A budget less the runtime's own memory: the one definition of "fits".
+
+    - `limit_bytes` = budget - reserve: what a step's tensors may really use. A *measured*
+      peak is within budget when it is at most this.
+    - `usable_bytes` = limit less the safety margin: what a *predicted* peak may use, so
+      that a prediction a few percent short still lands inside the limit.
+
+    >>> room = Budget.parse("1GB").room(reserve_bytes=0)
+    >>> room.usable_bytes, room.fits(950_000_000), room.within(990_000_000)
+    (950000000, True, True)
+    """
+
+    budget: Budget
+    reserve_bytes: int
+
+    @property
+    def limit_bytes(self) -> int:
+        return self.budget.bytes - self.reserve_bytes
+
+    @property
+    def usable_bytes(self) -> int:
+        return int(self.limit_bytes * (1 - SAFETY_MARGIN))
+
+    def fits(self, predicted_bytes: int) -> bool:
+        """A predicted peak fits when it leaves the safety margin free."""
+        return predicted_bytes <= self.usable_bytes
+
+    def within(self, measured_bytes: int) -> bool:
+        """A measured peak is within budget when it is at most the limit."""
+        return measured_bytes <= self.limit_bytes
+
+    def describe(self) -> str:
+        return (
+            f"usable memory: {format_bytes(self.budget.bytes)} budget less "
+            f"{format_bytes(self.reserve_bytes)} for the runtime, less a "
+            f"{int(SAFETY_MARGIN * 100)}% margin = {format_bytes(self.usable_bytes)}"
+        )
+
 
 def format_bytes(n: float) -> str:
     """Human size with decimal units, matching how budgets are usually quoted (12 GB)."""
@@ -98,10 +158,13 @@ def _preset(name: str, size: float, device: str, description: str) -> Budget:
     return Budget(int(size), device, name, description)
 
 
-_GB, _GIB = 10**9, 2**30
-# Sizes as the vendors or platforms state them; GPU memory in binary units where
-# the card is sold that way (a "16 GB" T4 reports 15.1 GiB usable after ECC etc.,
-# but the budget is the nominal size; the planner keeps its own safety margin).
+_GB, _GIB, _MIB = 10**9, 2**30, 2**20
+# GPU sizes are what the driver reports as the card's total: the Memory-Usage total of
+# nvidia-smi on current drivers (R525 and later), which is less than the size on the box
+# (a "16 GB" T4 shows 15360MiB with ECC on). Read in nvidia-smi tables users pasted into
+# public bug reports; PyTorch's `total_memory` is a few hundred MiB lower still (T4: 14.56
+# GiB), which the GPU runtime reserve covers. Older drivers print slightly less (T4 15109MiB,
+# V100 16160MiB, A100-40GB 40536MiB). Jetson boards share RAM: tegrastats' total is used.
 PRESETS: dict[str, Budget] = {
     b.name: b
     for b in [
@@ -114,19 +177,26 @@ PRESETS: dict[str, Budget] = {
         _preset("laptop-32gb", 32 * _GB, "cpu", "laptop with 32 GB RAM"),
         _preset("raspberry-pi-4gb", 4 * _GB, "cpu", "Raspberry Pi 4 Model B, 4 GB"),
         _preset("raspberry-pi-8gb", 8 * _GB, "cpu", "Raspberry Pi 4/5, 8 GB"),
-        _preset("jetson-nano", 4 * _GB, "gpu", "NVIDIA Jetson Nano, 4 GB shared CPU/GPU"),
-        _preset("t4", 16 * _GIB, "gpu", "NVIDIA T4 (Colab, Kaggle GPU)"),
-        _preset("p100", 16 * _GIB, "gpu", "NVIDIA P100 (Kaggle GPU)"),
-        _preset("v100", 16 * _GIB, "gpu", "NVIDIA V100 16 GB"),
-        _preset("rtx3060", 12 * _GIB, "gpu", "NVIDIA GeForce RTX 3060 12 GB"),
-        _preset("rtx3090", 24 * _GIB, "gpu", "NVIDIA GeForce RTX 3090"),
-        _preset("rtx4090", 24 * _GIB, "gpu", "NVIDIA GeForce RTX 4090"),
-        _preset("l4", 24 * _GIB, "gpu", "NVIDIA L4"),
-        _preset("a10g", 24 * _GIB, "gpu", "NVIDIA A10G"),
-        _preset("a100-40gb", 40 * _GIB, "gpu", "NVIDIA A100 40 GB"),
-        _preset("a100-80gb", 80 * _GIB, "gpu", "NVIDIA A100 80 GB"),
-        _preset("h100", 80 * _GIB, "gpu", "NVIDIA H100 80 GB"),
-        _preset("h200", 141 * _GB, "gpu", "NVIDIA H200 141 GB"),
+        _preset(
+            "jetson-nano",
+            3964 * _MIB,
+            "gpu",
+            "NVIDIA Jetson Nano 4 GB, shared CPU/GPU (tegrastats)",
+        ),
+        _preset("t4", 15360 * _MIB, "gpu", "NVIDIA T4, Colab and Kaggle (nvidia-smi 15360MiB)"),
+        _preset("p100", 16384 * _MIB, "gpu", "NVIDIA P100 16 GB, Kaggle (nvidia-smi 16384MiB)"),
+        _preset("v100", 16384 * _MIB, "gpu", "NVIDIA V100 16 GB (nvidia-smi 16384MiB)"),
+        _preset(
+            "rtx3060", 12288 * _MIB, "gpu", "NVIDIA GeForce RTX 3060 12 GB (nvidia-smi 12288MiB)"
+        ),
+        _preset("rtx3090", 24576 * _MIB, "gpu", "NVIDIA GeForce RTX 3090 (nvidia-smi 24576MiB)"),
+        _preset("rtx4090", 24564 * _MIB, "gpu", "NVIDIA GeForce RTX 4090 (nvidia-smi 24564MiB)"),
+        _preset("l4", 23034 * _MIB, "gpu", "NVIDIA L4 (nvidia-smi 23034MiB)"),
+        _preset("a10g", 23028 * _MIB, "gpu", "NVIDIA A10G, AWS g5 (nvidia-smi 23028MiB)"),
+        _preset("a100-40gb", 40960 * _MIB, "gpu", "NVIDIA A100 40 GB (nvidia-smi 40960MiB)"),
+        _preset("a100-80gb", 81920 * _MIB, "gpu", "NVIDIA A100 80 GB (nvidia-smi 81920MiB)"),
+        _preset("h100", 81559 * _MIB, "gpu", "NVIDIA H100 80 GB (nvidia-smi 81559MiB)"),
+        _preset("h200", 143771 * _MIB, "gpu", "NVIDIA H200 141 GB (nvidia-smi 143771MiB)"),
     ]
 }
 

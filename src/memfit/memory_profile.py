@@ -48,6 +48,8 @@ class MemoryProfile:
     """Measured only: the process's high-water mark in each phase (reset as each begins), less
     the same non-tensor memory as `process_step_bytes`."""
     step_time_s: float | None = None
+    phase_categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Bytes per category at each phase's own peak."""
     config: dict[str, Any] = field(default_factory=dict)
     timeline: list[tuple[int, int]] = field(default_factory=list, repr=False)
 

@@ -33,3 +33,19 @@ def make_optimizer(
     raise UnknownOptimizerError(
         f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}"
     )
+
+
+def build_optimizer(workload, name: str | None, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer a step of `workload` uses: `name`, or the workload's own when None."""
+    if name is None and workload is not None and workload.build_optimizer is not None:
+        return workload.build_optimizer(model)
+    return make_optimizer(name or "adam", model.parameters())
+
+
+def optimizer_label(workload, name: str | None) -> str:
+    """The name reports use: the one asked for, `adam` by default, or the workload's own."""
+    if name is not None:
+        return name
+    if workload is not None and workload.build_optimizer is not None:
+        return "workload"
+    return "adam"

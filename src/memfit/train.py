@@ -1,200 +1,24 @@
-"""Train under a plan: `PlannedStep` runs one effective-batch update, `fit` is the whole loop."""
+"""Train under a plan: `fit` plans for a budget, applies the plan and runs the loop."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from memfit.apply import PlannedStep
 from memfit.budget import Budget, format_bytes
 from memfit.errors import PlanError
-from memfit.measure.process import ProcessPeak
-from memfit.measure.step import batch_tensors
-from memfit.measure.tracker import MemoryTracker, TrackerResult, optimizer_state_tensors
-from memfit.techniques import checkpointing as ckpt
-from memfit.techniques import lowbit
-from memfit.techniques.accumulation import batch_size_of, micro_batch_weights, split_batch
-from memfit.techniques.precision import autocast, grad_scaler
-from memfit.workload import (
-    Workload,
-    call_model,
-    load_workload,
-    loss_of_output,
-    split_inputs,
-)
+from memfit.planning import plan as make_plan
+from memfit.techniques.accumulation import batch_size_of
+from memfit.workload import Workload, load_workload
 
-
-class PlannedStep:
-    """One optimizer update over a batch, as the plan says: micro-batches, autocast, etc.
-
-    `step(batch)` takes `(inputs, targets)`, returns the batch's mean loss as a float.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
-        micro_batch_size: int | None,
-        precision: str = "fp32",
-        device: str = "cpu",
-    ):
-        self.model = model
-        self.optimizer = optimizer
-        self.loss_fn = loss_fn
-        self.micro_batch_size = micro_batch_size
-        self.precision = precision
-        self.device = device
-        self.scaler = grad_scaler(precision, device)
-        self.on_phase: Callable[[str], None] | None = None
-        self.around_optimizer_step: Callable[[], Any] | None = None
-        self.count_items: Callable[[Any], int] | None = None
-        self._compiled = False
-
-    @classmethod
-    def build(
-        cls,
-        plan,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        loss_fn: Callable[[Any, Any], torch.Tensor],
-    ) -> PlannedStep:
-        s = plan.settings
-        # Checkpointing first: it changes module forwards, which later wrappers do not touch.
-        if s.checkpoint_segments:
-            for name in s.checkpointed:
-                ckpt.checkpoint_segments(model, name, s.checkpoint_segments)
-        elif s.checkpointed:
-            ckpt.checkpoint_modules(model, s.checkpointed)
-        if s.optimizer_state in ("8bit", "4bit"):
-            optimizer = lowbit.apply(optimizer, s.optimizer_state)
-        elif s.optimizer_state == "offload":
-            from memfit.techniques import offload
-
-            state_dir = tempfile.mkdtemp(prefix="memfit-offload-", dir=plan.state_dir)
-            config = offload.OffloadConfig(state_dir=state_dir)
-            if s.offload_resident_bytes:
-                config.max_resident_bytes = s.offload_resident_bytes
-            optimizer = offload.apply(optimizer, config)
-        if getattr(plan, "nodes", 1) > 1:
-            model, optimizer = _shard_for_plan(plan, model, optimizer)
-        micro = s.micro_batch_size if s.accumulation_steps > 1 else None
-        step = cls(model, optimizer, loss_fn, micro, s.precision, plan.device)
-        workload = getattr(plan, "_workload", None)
-        step.count_items = workload.count_items if workload is not None else None
-        return step
-
-    def __call__(self, batch) -> float:
-        mark = self.on_phase or (lambda _p: None)
-        total = batch_size_of(batch)
-        pieces = (
-            split_batch(batch, self.micro_batch_size) if self.micro_batch_size else [(batch, total)]
-        )
-        weights = micro_batch_weights(pieces, self.count_items)
-        loss_sum = 0.0
-        sharded = hasattr(self.model, "set_requires_gradient_sync")
-        for index, ((piece, _size), weight) in enumerate(zip(pieces, weights, strict=True)):
-            if weight == 0 and not sharded:
-                continue  # nothing the loss counts (every label ignored): adds no gradient
-            if sharded:
-                # FSDP: reduce gradients across ranks once, on the last micro-batch.
-                self.model.set_requires_gradient_sync(index == len(pieces) - 1)
-            inputs, targets = split_inputs(piece)
-            mark("forward")
-            with autocast(self.precision, self.device):
-                output = call_model(self.model, inputs)
-                loss = self.loss_fn(output, targets) if self.loss_fn else loss_of_output(output)
-                # Weight each micro-batch by its share of the items the loss averages over:
-                # the accumulated gradient is then the full batch's gradient.
-                loss = loss * weight
-            mark("backward")
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_sum += float(loss.detach())
-            del loss
-        mark("optimizer_step")
-        with (self.around_optimizer_step or nullcontext)():
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-        mark("zero_grad")
-        self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum
-
-    def measure(self, batch) -> tuple[float, int]:
-        """Run one update under the tracker: (loss, peak live tensor bytes)."""
-        loss, result = self.measure_result(batch)
-        return loss, result.peak_bytes
-
-    def measure_result(self, batch) -> tuple[float, TrackerResult]:
-        """Run one update under the tracker: (loss, the tracker's whole result)."""
-        tracker = MemoryTracker(keep_timeline=False)
-        tracker.register_model(self.model)
-        tracker.register(optimizer_state_tensors(self.optimizer), "optimizer")
-        tracker.register(batch_tensors(batch), "other")
-
-        def on_phase(phase: str) -> None:
-            tracker.phase = phase
-
-        self.on_phase = on_phase
-        compiled_step = type(self.optimizer).__module__.startswith("torchao")
-        if compiled_step:
-
-            @contextmanager
-            def paused_step():
-                process = ProcessPeak(self.device)
-                process.start()
-                with tracker.paused():
-                    yield
-                process.stop()
-                # State created inside the compiled step was not seen: count it now, and its
-                # temporaries as the process saw them (RSS or the CUDA allocator).
-                before = tracker.current_bytes
-                tracker.register(optimizer_state_tensors(self.optimizer), "optimizer")
-                new_state = tracker.current_bytes - before
-                if self._compiled:
-                    tracker.add_transient(process.peak_bytes - process.baseline_bytes - new_state)
-                # The first call also compiles the step's kernels: that is the compiler's
-                # memory (the runtime reserve's business), not the step's, so it is not added.
-                self._compiled = True
-
-            self.around_optimizer_step = paused_step
-        try:
-            with tracker.track(self.model):
-                loss = self(batch)
-        finally:
-            self.on_phase = None
-            self.around_optimizer_step = None
-        return loss, tracker.result()
-
-
-def _shard_for_plan(plan, model: nn.Module, optimizer: torch.optim.Optimizer):
-    """Shard `model` over the running process group; rebuild the optimizer over the shards."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_world_size() != plan.nodes:
-        raise PlanError(
-            f"this plan shards over {plan.nodes} ranks: start the script with torchrun "
-            f"--nproc-per-node/--nnodes giving {plan.nodes} processes and call "
-            "memfit.distributed.setup() before plan.apply"
-        )
-    if plan.settings.optimizer_state == "offload":
-        raise PlanError(
-            "offloaded optimizer state does not combine with sharding here; "
-            "plan with --no-offload or a single node"
-        )
-    from memfit.distributed.shard import shard
-
-    shard(model)
-    # fully_shard turns the parameters into DTensors: the old optimizer holds stale ones.
-    return model, type(optimizer)(model.parameters(), **optimizer.defaults)
+__all__ = ["FitResult", "PlannedStep", "fit", "training_progress", "workload_like_data"]
 
 
 @dataclass
@@ -212,7 +36,7 @@ class FitResult:
 
     @property
     def within_budget(self) -> bool:
-        return self.measured_peak_bytes <= self.plan.usable_bytes
+        return self.plan.room.within(self.measured_peak_bytes)
 
     @property
     def samples_per_s(self) -> float:
@@ -226,7 +50,7 @@ def fit(
     budget: Budget | str,
     epochs: int = 1,
     batch_size: int | None = None,
-    optimizer: str = "adam",
+    optimizer: str | None = None,
     lr: float | None = None,
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
     exact: bool = False,
@@ -240,8 +64,7 @@ def fit(
     `data` is `(x, y)` tensors (batched and shuffled here) or any iterable of
     `(inputs, targets)` batches, such as a DataLoader.
     """
-    from memfit.optim import make_optimizer
-    from memfit.planner import plan as make_plan
+    from memfit.optim import build_optimizer, make_optimizer
 
     torch.manual_seed(seed)
     workload, model = _workload_and_model(workload_or_model, data, loss_fn, batch_size)
@@ -262,13 +85,17 @@ def fit(
             f"{format_bytes(the_plan.usable_bytes)} usable; {the_plan.notes[-1]}"
         )
     model.to(device).train()
-    step = the_plan.apply(
-        model, make_optimizer(optimizer, model.parameters(), lr), loss_fn or workload.loss_fn
+    opt = (
+        make_optimizer(optimizer or "adam", model.parameters(), lr)
+        if lr is not None
+        else build_optimizer(workload, optimizer, model)
     )
+    step = the_plan.apply(model, opt, loss_fn)
     result = FitResult(plan=the_plan, model=model)
     start = time.perf_counter()
-    with _progress(progress) as bar:
-        task = bar.add_task("training", total=None) if bar else None
+    from memfit import progress as display
+
+    with display.task("training") if progress else nullcontext(None) as bar:
         for epoch in range(epochs):
             for i, batch in enumerate(_batches(data, batch_size, seed + epoch, device)):
                 if i == 0:
@@ -281,8 +108,7 @@ def fit(
                 if bar:
                     rate = result.samples / (time.perf_counter() - start)
                     bar.update(
-                        task,
-                        advance=1,
+                        completed=bar.completed + 1,
                         description=(
                             f"epoch {epoch + 1}/{epochs} loss {loss:.4f} · {rate:,.0f} samples/s · "
                             f"peak {format_bytes(result.measured_peak_bytes)} of "
@@ -306,10 +132,6 @@ def training_progress(console=None):
         console=console,
         transient=False,
     )
-
-
-def _progress(enabled: bool):
-    return training_progress() if enabled else nullcontext(None)
 
 
 def _batches(data, batch_size: int, seed: int, device: str) -> Iterable:

@@ -1,5 +1,6 @@
 """`memfit plan`: the JSON contract, --verify, and the over-budget exit code."""
 
+import dataclasses
 import json
 
 import pytest
@@ -50,10 +51,19 @@ def test_plan_json_has_the_contract_keys_and_verify_measures(capsys):
 
 
 def test_verify_exits_3_when_the_measured_peak_is_over_budget(monkeypatch, capsys):
-    monkeypatch.setattr(plan_cli, "verify", lambda *a, **k: 10**12)
+    from memfit import verification
+
+    real = verification.verify
+
+    def over_budget(the_plan, workload, **kwargs):
+        # The real measurement, with the process's peak then read as a terabyte.
+        measured = real(the_plan, workload, steps=1)
+        return dataclasses.replace(measured, process_peak_bytes=10**12)
+
+    monkeypatch.setattr(verification, "verify", over_budget)
     rc = main(["plan", MODEL, "--budget", "1GB", "--reserve", "0", "--batch-size", "4", "--verify"])
     assert rc == plan_cli.EXIT_OVER_BUDGET
-    assert "over budget" in capsys.readouterr().out
+    assert "OVER" in capsys.readouterr().out
 
 
 def test_nodes_shard_model_states_per_rank(capsys):

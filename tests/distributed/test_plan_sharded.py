@@ -24,6 +24,8 @@ RANK_SCRIPT = textwrap.dedent("""
     from memfit.distributed import setup, teardown
     from memfit.optim import make_optimizer
     from memfit.planner import plan
+    from memfit.techniques.accumulation import MicroBatchConfig
+    from memfit.techniques.checkpointing import CheckpointConfig
 
     setup("cpu")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -33,8 +35,9 @@ RANK_SCRIPT = textwrap.dedent("""
            if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     the_plan = box[0]
-    the_plan.settings.micro_batch_size = 4          # force micro-batches and checkpointing
-    the_plan.settings.checkpointed = ["blocks.1", "blocks.2"]
+    # Force micro-batches and checkpointing on top of the sharding the plan chose.
+    the_plan = the_plan.with_settings(the_plan.settings.replace(
+        MicroBatchConfig(micro_batch_size=4), CheckpointConfig(modules=("blocks.1", "blocks.2"))))
     torch.manual_seed(0)
     model = workload.build_model()
     step = the_plan.apply(model, make_optimizer("sgd", model.parameters()), workload.loss_fn)

@@ -46,7 +46,7 @@ def test_accumulated_gradient_equals_the_full_batch_with_ragged_labels():
     batch_size = 8
     baseline = estimate(workload, batch_size, "sgd").peak_bytes
     the_plan = plan(
-        workload, int(baseline * 0.8), batch_size, exact=True, optimizer="sgd", reserve_bytes=0
+        workload, baseline // 2, batch_size, exact=True, optimizer="sgd", reserve_bytes=0
     )
     assert the_plan.fits and the_plan.accumulation_steps > 1
     batch = _ragged_batch(workload, batch_size)
@@ -89,3 +89,21 @@ def test_count_items_counts_what_the_causal_loss_reads():
     count = workload.count_items(batch)
     assert count == int((targets != -100).sum()) == 2 * 1 + 2 * 23
     torch.testing.assert_close(model(**batch).loss, summed / count)
+
+
+def test_a_micro_batch_with_no_counted_label_adds_nothing():
+    from memfit.measure.step import StepSettings, TrainingStep
+
+    torch.manual_seed(0)
+    workload = load_workload(TINY_GPT2)
+    batch = _ragged_batch(workload, 4)
+    batch["labels"][:2] = -100  # the first micro-batch of two rows has nothing to learn
+    model = workload.build_model()
+    reference = copy.deepcopy(model)
+    reference(**batch).loss.backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    step = TrainingStep.for_workload(workload, model, optimizer, StepSettings(micro_batch_size=2))
+    planned = _gradients_of_one_update(lambda: step(batch), model, optimizer)
+    for got, ref in zip(planned, reference.parameters(), strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, ref.grad, rtol=1e-4, atol=1e-6)

@@ -16,7 +16,12 @@ def add_model_args(parser, optimizers=("sgd", "adam", "adamw")) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=None, help="batch size (default: the workload's own)"
     )
-    parser.add_argument("--optimizer", default="adam", choices=list(optimizers))
+    parser.add_argument(
+        "--optimizer",
+        default=None,
+        choices=list(optimizers),
+        help="the optimizer whose state is counted (default: the workload's own, else adam)",
+    )
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument(
         "--input-shape",

@@ -35,9 +35,16 @@ def add_parser(sub) -> None:
         "--batch-size is each rank's batch",
     )
     parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="TECHNIQUE",
+        help="also offer a technique that changes what is learned (repeatable)",
+    )
+    parser.add_argument(
         "--reserve",
         default=None,
-        help="memory kept for the runtime itself (default 400MB on CPU, 600MB on GPU)",
+        help="memory kept for the runtime itself (default 400MB on CPU, 1GB on GPU)",
     )
     parser.add_argument(
         "--emit",
@@ -52,18 +59,20 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from memfit.budget import Budget
-    from memfit.planner import plan
+    from memfit.errors import PlanError
+    from memfit.planning import plan
 
     if args.precision != "fp32":
-        from memfit.errors import PlanError
-
         raise PlanError(
             "the planner chooses the precision itself; drop --precision (use --exact to keep fp32)"
         )
     if args.emit and args.json:
-        from memfit.errors import PlanError
-
         raise PlanError("--emit prints Python, --json one JSON object: give one of them")
+    if args.verify and args.nodes > 1:
+        raise PlanError(
+            "--verify runs one process; check a sharded plan under torchrun with "
+            "`torchrun --nproc-per-node 2 --standalone -m memfit.distributed.check`"
+        )
     workload = resolve_workload(args)
     reserve = None
     if args.reserve is not None:
@@ -79,50 +88,32 @@ def run(args) -> int:
         device=args.device,
         reserve_bytes=reserve,
         allow_offload=not args.no_offload,
+        allow=args.allow,
         nodes=args.nodes,
     )
-    measured = None
-    if args.verify and args.nodes > 1:
-        from memfit.errors import PlanError
-
-        raise PlanError(
-            "--verify runs one process; check a sharded plan with torchrun and "
-            "`python -m memfit.distributed.check`"
-        )
+    verification = None
     if args.verify:
-        measured = verify(the_plan, workload, args.device)
+        from memfit.verification import verify
+
+        verification = verify(the_plan, workload)
     if args.json:
         data = the_plan.to_dict()
-        if measured is not None:
-            data["measured_peak_bytes"] = measured
+        if verification is not None:
+            data.update(verification.to_dict())
         print_json(data)
     else:
         from rich.console import Console
 
         from memfit.report.plan_table import print_plan
 
-        print_plan(the_plan, Console(), measured)
+        console = Console()
+        print_plan(the_plan, console)
+        if verification is not None:
+            console.print(verification.line())
     if args.emit:
         from memfit.integrations import emit_code
 
         print(emit_code(args.emit, the_plan, args.model))
-    if measured is not None and measured > the_plan.budget.bytes - the_plan.reserve_bytes:
+    if verification is not None and not verification.within_budget:
         return EXIT_OVER_BUDGET
     return 0
-
-
-def verify(the_plan, workload, device: str, steps: int = 3) -> int:
-    """Apply the plan to a fresh model, run `steps` real updates, return the highest peak."""
-    import torch
-
-    from memfit.optim import make_optimizer
-
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = workload.build_model()
-    step = the_plan.apply(model, make_optimizer(the_plan.optimizer, model.parameters()))
-    peak = 0
-    for _ in range(steps):
-        _, step_peak = step.measure(workload.make_batch(the_plan.batch_size, device))
-        peak = max(peak, step_peak)
-    return peak

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from memfit.budget import Budget
 from memfit.estimator.fake import estimate
-from memfit.estimator.verdict import runtime_reserve
 from memfit.memory_profile import MemoryProfile
 from memfit.workload import Workload, load_workload
 
@@ -31,7 +30,7 @@ class BatchSizeFit:
     """Estimated peak at `max_batch_size` (None when not even batch 1 fits)."""
     peak_bytes_pow2: int | None
     usable_bytes: int
-    """The budget less the runtime reserve."""
+    """The budget less the runtime reserve and the safety margin (`Budget.room`)."""
     method: str
     """`affine` when the straight-line prediction was confirmed, `search` when bisection ran."""
     estimates: dict[int, int] = field(default_factory=dict)
@@ -49,7 +48,7 @@ def max_batch_size(
     limit: int = 1 << 20,
     peak_of: Callable[[int], MemoryProfile] | None = None,
 ) -> BatchSizeFit:
-    """Largest batch whose estimated step peak plus the runtime reserve fits `budget`.
+    """Largest batch whose estimated step peak fits `budget` (the rule of `Budget.room`).
 
     >>> from memfit import zoo
     >>> fit = max_batch_size(zoo.get("mlp", depth=2, width=64, inputs=32), "64MB",
@@ -59,7 +58,7 @@ def max_batch_size(
     """
     workload = load_workload(workload)
     budget = Budget.parse(budget)
-    usable = budget.bytes - (runtime_reserve(budget) if reserve_bytes is None else reserve_bytes)
+    usable = budget.room(reserve_bytes).usable_bytes
     cache: dict[int, MemoryProfile] = {}
 
     def run(b: int) -> MemoryProfile:

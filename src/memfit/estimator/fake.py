@@ -8,7 +8,7 @@ same one `profile` uses, so an estimate and a measurement count the same things.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch._subclasses.fake_tensor import (
@@ -28,10 +28,13 @@ from memfit.measure.profile import (
     profile_from,
     run_tracked_step,
 )
+from memfit.measure.step import StepSettings, TrainingStep
 from memfit.measure.tracker import TrackerResult
 from memfit.memory_profile import MemoryProfile
-from memfit.optim import OPTIMIZERS, make_optimizer
+from memfit.optim import OPTIMIZERS, build_optimizer, optimizer_label
 from memfit.techniques.accumulation import prefill_gradients
+from memfit.techniques.base import TechniqueConfig, Training
+from memfit.techniques.registry import apply_all
 from memfit.workload import Workload, load_workload
 
 _FAKE_FAILURES = (
@@ -44,18 +47,21 @@ _FAKE_FAILURES = (
 def estimate(
     workload: Workload | str,
     batch_size: int | None = None,
-    optimizer: str = "adam",
+    optimizer: str | None = None,
     *,
     precision: str = "fp32",
     device: str = "cpu",
     prepare: Callable[[torch.nn.Module], object] | None = None,
     gradients_present: bool = False,
+    techniques: Sequence[TechniqueConfig] = (),
 ) -> MemoryProfile:
     """Estimate one training step without allocating it (`method="estimated"`).
 
-    `prepare(model)` changes the fake model before the step (a plan's checkpointing);
-    `gradients_present` starts the step with every gradient allocated, as in the last
-    micro-batch of an accumulated step.
+    `techniques` are a plan's settings: those that run on fake tensors are applied by
+    their own `apply` (checkpointing, precision...; micro-batching runs the last
+    micro-batch with every gradient present); the others' byte effects are the
+    planner's business. `prepare(model)` changes the fake model before the step;
+    `gradients_present` starts the step with every gradient allocated.
 
         >>> from memfit import zoo
         >>> e = estimate(zoo.get("llama-7b"), batch_size=1)
@@ -64,7 +70,7 @@ def estimate(
     """
     workload = load_workload(workload)
     batch_size = batch_size or workload.default_batch_size
-    if optimizer not in OPTIMIZERS:
+    if optimizer is not None and optimizer not in OPTIMIZERS:
         raise EstimateError(
             f"cannot estimate optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"
         )
@@ -72,6 +78,7 @@ def estimate(
     _check_precision(precision, device)
     # Low-bit states are replaced by their byte count below: run the step with Adam.
     run_optimizer = "adamw" if optimizer in LOW_BIT else optimizer
+    stage = "building the model"
     try:
         with FakeTensorMode(allow_non_fake_inputs=False):
             torch.manual_seed(0)
@@ -79,15 +86,29 @@ def estimate(
             model.train()
             if prepare is not None:
                 prepare(model)
-            opt = make_optimizer(run_optimizer, model.parameters())
+            opt = build_optimizer(workload, run_optimizer, model)
+            stage = "creating the optimizer state"
             _create_optimizer_state(model, opt)
-            if gradients_present:
-                prefill_gradients(model)
-            batch = workload.make_batch(batch_size, device)
-            result, _ = run_tracked_step(
-                workload, model, opt, batch, precision=precision, device=device
+            settings = StepSettings(precision=precision, device=device)
+            training = apply_all(
+                techniques,
+                Training(
+                    model=model,
+                    optimizer=opt,
+                    settings=settings,
+                    batch_size=batch_size,
+                    fake=True,
+                ),
             )
-            rows = module_rows(model, result)
+            if gradients_present or training.gradients_present:
+                prefill_gradients(model)
+            stage = "running the training step"
+            batch = workload.make_batch(training.run_batch_size or batch_size, device)
+            step = TrainingStep.for_workload(workload, training.model, training.optimizer, settings)
+            result, _ = run_tracked_step(
+                workload, training.model, training.optimizer, batch, device=device, step=step
+            )
+            rows = module_rows(training.model, result)
             if optimizer in LOW_BIT:
                 params = [p for p in model.parameters() if p.requires_grad]
                 _swap_optimizer_bytes(result, low_bit_state_bytes(params, optimizer))
@@ -95,19 +116,23 @@ def estimate(
         raise
     except _FAKE_FAILURES as exc:
         raise EstimateError(
-            f"{workload.name} cannot be estimated on fake tensors ({type(exc).__name__}: an "
-            "operation whose output depends on tensor values); measure it with `memfit profile` "
-            "at a small batch size instead"
+            f"{workload.name} cannot be estimated on fake tensors while {stage} "
+            f"({type(exc).__name__}: an operation whose output depends on tensor values"
+            f"{_operation(exc)}); measure it with `memfit profile` at a small batch size"
         ) from exc
     except Exception as exc:
         raise EstimateError(
-            f"{workload.name} failed on fake tensors ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); measure it with `memfit profile` "
-            "at a small batch size instead"
+            f"{workload.name} failed on fake tensors while {stage} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); measure it with "
+            "`memfit profile` at a small batch size, or set MEMFIT_DEBUG=1 for the traceback"
         ) from exc
-    return profile_from(
-        result, "estimated", workload, batch_size, optimizer, precision, device, rows
-    )
+    label = optimizer_label(workload, optimizer)
+    return profile_from(result, "estimated", workload, batch_size, label, precision, device, rows)
+
+
+def _operation(exc: Exception) -> str:
+    func = getattr(exc, "func", None)
+    return f" in {func}" if func is not None else ""
 
 
 def _create_optimizer_state(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:

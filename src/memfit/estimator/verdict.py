@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memfit.budget import Budget, format_bytes, smallest_preset_that_fits
+from memfit.budget import (
+    RUNTIME_RESERVE_BYTES,
+    SAFETY_MARGIN,
+    Budget,
+    format_bytes,
+    runtime_reserve,
+    smallest_preset_that_fits,
+)
 
-# Memory a training process holds besides its tensors. CPU: the interpreter with torch
-# and memfit imported measured 230 MB RSS here; rounded up for the libraries a real
-# script also imports. GPU: the CUDA context and allocator slack, which
-# torch.cuda.max_memory_allocated does not show but the card's total must hold.
-RUNTIME_RESERVE_BYTES = {"cpu": 400 * 10**6, "gpu": 600 * 10**6}
-
-
-def runtime_reserve(budget: Budget) -> int:
-    return RUNTIME_RESERVE_BYTES[budget.device]
+__all__ = ["RUNTIME_RESERVE_BYTES", "FitVerdict", "runtime_reserve"]
 
 
 @dataclass
@@ -28,12 +27,17 @@ class FitVerdict:
     max_batch_size_pow2: int | None = None
 
     @property
+    def room(self):
+        return self.budget.room(self.reserve_bytes)
+
+    @property
     def need_bytes(self) -> int:
-        return self.peak_bytes + self.reserve_bytes
+        """The smallest budget whose usable bytes hold the peak (reserve and margin added)."""
+        return -(-self.peak_bytes * 100 // round((1 - SAFETY_MARGIN) * 100)) + self.reserve_bytes
 
     @property
     def fits(self) -> bool:
-        return self.need_bytes <= self.budget.bytes
+        return self.room.fits(self.peak_bytes)
 
     @property
     def shortfall_bytes(self) -> int:

@@ -17,10 +17,10 @@ from memfit.measure.process import (
     relax_allocator,
     stabilize_allocator,
 )
-from memfit.measure.step import batch_tensors, training_step
+from memfit.measure.step import StepSettings, TrainingStep, batch_tensors, training_step
 from memfit.measure.tracker import MemoryTracker, TrackerResult
 from memfit.memory_profile import MemoryProfile, ModuleRow
-from memfit.optim import make_optimizer
+from memfit.optim import build_optimizer, optimizer_label
 from memfit.workload import Workload, load_workload
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -29,7 +29,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 def profile(
     workload: Workload | str,
     batch_size: int | None = None,
-    optimizer: str = "adam",
+    optimizer: str | None = None,
     *,
     precision: str = "fp32",
     device: str | None = None,
@@ -53,7 +53,8 @@ def profile(
     with torch.device(device):
         model = workload.build_model()
     model.train()
-    opt = make_optimizer(optimizer, model.parameters())
+    opt = build_optimizer(workload, optimizer, model)
+    optimizer = optimizer_label(workload, optimizer)
     try:
         training_step(
             workload,
@@ -135,28 +136,35 @@ def profile_from(
         precision=precision,
         config=dict(workload.config),
         timeline=result.timeline,
+        phase_categories=result.phase_categories,
         **measured,
     )
 
 
 def run_tracked_step(
-    workload: Workload,
+    workload: Workload | None,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     batch,
     *,
     precision: str = "fp32",
     device: str = "cpu",
     time_modules: bool = False,
     process: ProcessPeak | None = None,
+    step: TrainingStep | None = None,
 ) -> tuple[TrackerResult, float]:
-    """One training step under the tracker; shared by `profile` and `estimate`.
+    """One training step under the tracker; shared by `profile`, `estimate` and plans.
 
+    `step` is the step to run (a planned one); by default the workload's plain step.
     With `process`, the process's own high-water mark is read and reset at each phase change.
     """
+    if step is None:
+        settings = StepSettings(precision=precision, device=device)
+        step = TrainingStep.for_workload(workload, model, optimizer, settings)
     tracker = MemoryTracker()
     tracker.register_model(model)
-    tracker.register_optimizer(optimizer)
+    if optimizer is not None:
+        tracker.register_optimizer(optimizer)
     tracker.register(batch_tensors(batch), "other")
 
     def on_phase(phase: str) -> None:
@@ -164,13 +172,16 @@ def run_tracked_step(
             process.next_phase(phase)
         tracker.phase = phase
 
+    previous = step.on_phase
+    step.on_phase = on_phase
     start = time.perf_counter()
-    with tracker.track(model, time_modules=time_modules):
-        training_step(
-            workload, model, optimizer, batch, precision=precision, device=device, on_phase=on_phase
-        )
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
+    try:
+        with tracker.track(model, time_modules=time_modules):
+            step(batch)
+            if str(device).startswith("cuda"):
+                torch.cuda.synchronize()
+    finally:
+        step.on_phase = previous
     return tracker.result(), time.perf_counter() - start
 
 

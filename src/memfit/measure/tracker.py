@@ -58,6 +58,8 @@ class TrackerResult:
     """(total live bytes, phase index) after each allocation or free, for charts."""
     start_bytes: int = 0
     """Live bytes registered before the step began (parameters, state, inputs)."""
+    phase_categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Bytes per category at each phase's own peak (they add up to `phase_peaks`)."""
 
 
 class MemoryTracker:
@@ -75,6 +77,8 @@ class MemoryTracker:
         self._peak_phase = "forward"
         self._peak_categories = dict.fromkeys(CATEGORIES, 0)
         self._phase_peaks = dict.fromkeys(PHASES, 0)
+        # Each phase's peak make-up, with the allocation count it was taken at (for relabels).
+        self._phase_snapshots: dict[str, tuple[int, dict[str, int]]] = {}
         self._module_stack: list[str] = []
         self._module_activations: dict[str, int] = {}
         self._module_forward_s: dict[str, float] = {}
@@ -93,7 +97,7 @@ class MemoryTracker:
         # A phase that allocates nothing (an in-place optimizer step) still holds what is live.
         self._phase = phase
         if self._total > self._phase_peaks.get(phase, 0):
-            self._phase_peaks[phase] = self._total
+            self._raise_phase_peak(phase)
 
     def _label_kept_forward_tensors(self) -> None:
         # Tensors made in forward and still alive when backward starts are held for it.
@@ -146,10 +150,14 @@ class MemoryTracker:
         self._total -= entry.nbytes
         self._after_change()
 
+    def _raise_phase_peak(self, phase: str) -> None:
+        self._phase_peaks[phase] = self._total
+        self._phase_snapshots[phase] = (self._seq, dict(self._totals))
+
     def _after_change(self) -> None:
         phase = self.phase
         if self._total > self._phase_peaks.get(phase, 0):
-            self._phase_peaks[phase] = self._total
+            self._raise_phase_peak(phase)
         if self._total > self._peak:
             self._peak = self._total
             self._peak_seq = self._seq
@@ -196,6 +204,10 @@ class MemoryTracker:
         if entry.seq <= self._peak_seq:
             self._peak_categories[entry.category] -= entry.nbytes
             self._peak_categories[category] += entry.nbytes
+        for seq, cats in self._phase_snapshots.values():
+            if entry.seq <= seq:
+                cats[entry.category] -= entry.nbytes
+                cats[category] += entry.nbytes
         entry.category = category
 
     # ---- running -------------------------------------------------------------------------------
@@ -302,6 +314,7 @@ class MemoryTracker:
             module_forward_s=dict(self._module_forward_s),
             timeline=list(self._timeline),
             start_bytes=self._start_bytes or 0,
+            phase_categories={k: dict(v) for k, (_, v) in self._phase_snapshots.items()},
         )
 
 

@@ -56,10 +56,15 @@ def print_plan(
             f"micro-batch {s.micro_batch_size} x {s.accumulation_steps} steps"
             + (f"; checkpoint {', '.join(s.checkpointed)}" if s.checkpointed else "")
         )
+    if plan.bytes_per_parameter:
+        console.print(
+            f"model states: {plan.bytes_per_parameter:.1f} bytes per parameter at the peak "
+            "(parameters, gradients and optimizer state)"
+        )
     for note in plan.notes:
         console.print(f"- {note}")
     if measured_peak_bytes is not None:
-        ok = measured_peak_bytes <= plan.budget.bytes - plan.reserve_bytes
+        ok = plan.room.within(measured_peak_bytes)
         console.print(
             f"measured peak over 3 real steps: {format_bytes(measured_peak_bytes)} "
             f"(predicted {format_bytes(plan.predicted_peak_bytes)}): "

@@ -180,17 +180,11 @@ class OffloadedOptimizer(Optimizer):
         amsgrad = {bool(g["amsgrad"]) for g in optimizer.param_groups}
         if len(amsgrad) > 1:
             raise OffloadError("parameter groups mix amsgrad on and off; use one setting")
-        groups = [
-            {
-                "params": list(g["params"]),
-                "lr": g["lr"],
-                "betas": tuple(g["betas"]),
-                "eps": g["eps"],
-                "weight_decay": g["weight_decay"],
-                "maximize": g.get("maximize", False),
-            }
-            for g in optimizer.param_groups
-        ]
+        # The very group dicts: one learning rate per group for both optimizers, so a
+        # scheduler built on the original keeps steering the offloaded one.
+        groups = list(optimizer.param_groups)
+        for group in groups:
+            group.setdefault("maximize", False)
         offloaded = cls(
             groups,
             "adamw" if decoupled else "adam",

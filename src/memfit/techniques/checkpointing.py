@@ -20,14 +20,116 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint, checkpoint_sequential
 
 from memfit.errors import TechniqueError
+from memfit.techniques.base import Prediction, Technique, TechniqueConfig, Training
 from memfit.techniques.blocks import find_blocks
+
+if TYPE_CHECKING:
+    from memfit.memory_profile import ModuleRow
+    from memfit.planning.inputs import PlanContext
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckpointConfig(TechniqueConfig):
+    """Checkpoint `modules` one by one, or run those Sequential containers as `segments`."""
+
+    technique = "checkpointing"
+    modules: tuple[str, ...]
+    segments: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.modules:
+            raise TechniqueError("checkpointing needs at least one module name")
+        if self.segments is not None and self.segments < 1:
+            raise TechniqueError("checkpoint segments must be at least 1")
+
+    def label(self) -> str:
+        if self.segments:
+            return f"ckpt {self.segments} segments"
+        return f"ckpt {len(self.modules)}"
+
+
+class Checkpointing(Technique):
+    name = "checkpointing"
+    config_type = CheckpointConfig
+    order = 20
+    role = "checkpoint"
+
+    def supports(self, ctx: PlanContext) -> str | None:
+        return None if ctx.facts.units else "the model has no submodules to checkpoint"
+
+    def options(
+        self, ctx: PlanContext, select: Callable[[int], CheckpointConfig | None]
+    ) -> Iterator[Callable[[int], CheckpointConfig | None]]:
+        """Ways to checkpoint, each a function of the micro-batch size: none, the cheapest
+        units that cover what is missing (`select`), every unit, sqrt(n) segments."""
+        yield lambda _micro: None
+        yield select
+        units = ctx.facts.units
+        all_units = CheckpointConfig(modules=tuple(units))
+        yield lambda _micro: all_units
+        if ctx.facts.sequential:
+            length = max(2, round(math.sqrt(len(units))))
+            segments = CheckpointConfig(modules=tuple(ctx.facts.sequential), segments=length)
+            yield lambda _micro: segments
+
+    def effect(self, config: CheckpointConfig, prediction: Prediction, ctx: PlanContext):
+        tm = ctx.measurements.time_model
+        batch = ctx.request.batch_size
+        if config.segments:
+            fraction = (config.segments - 1) / config.segments
+            children = [
+                u
+                for u in tm.unit_forward_per_sample_s
+                if any(u.startswith(c + ".") for c in config.modules)
+            ]
+            recompute = tm.recompute_s(children, batch, fraction)
+        else:
+            recompute = tm.recompute_s(list(config.modules), batch)
+        return prediction.with_time(recompute_s=prediction.time.recompute_s + recompute)
+
+    def apply(self, config: CheckpointConfig, training: Training) -> None:
+        if config.segments:
+            for name in config.modules:
+                checkpoint_segments(training.model, name, config.segments)
+        else:
+            checkpoint_modules(training.model, list(config.modules))
+        training.applied.append(self.name)
+
+    def contract_fields(self, config: CheckpointConfig | None, batch_size: int) -> dict[str, Any]:
+        return {
+            "checkpointed": list(config.modules) if config else [],
+            "checkpoint_segments": config.segments if config else None,
+        }
+
+
+def units_for(
+    rows: list[ModuleRow],
+    units: list[str],
+    input_bytes: dict[str, int],
+    forward_s: dict[str, float],
+    need_bytes: int,
+) -> list[str]:
+    """The cheapest units whose savings cover `need_bytes`, from a profile's module rows."""
+    acts: dict[str, int] = {}
+    for row in rows:
+        for unit in units:
+            if row.name == unit or row.name.startswith(unit + "."):
+                acts[unit] = acts.get(unit, 0) + row.activations
+    candidates = [
+        Unit(u, acts.get(u, 0), input_bytes.get(u, 0), forward_s.get(u, 1e-6)) for u in units
+    ]
+    chosen = set(select_units(candidates, need_bytes))
+    return [u for u in units if u in chosen]  # in forward order: one name per set
+
 
 _ORIGINAL = "_memfit_original_forward"
 

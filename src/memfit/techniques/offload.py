@@ -31,7 +31,10 @@ the disk, which is what `effect` predicts from the measured bandwidth.
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -47,10 +50,16 @@ from memfit.techniques._offload_optimizer import (
     state_names,
 )
 from memfit.techniques._offload_store import ELEMENT_BYTES
+from memfit.techniques.base import SLOW, Prediction, Technique, TechniqueConfig, Training
+
+if TYPE_CHECKING:
+    from memfit.planning.inputs import PlanContext
 
 __all__ = [
     "DiskBandwidth",
     "OffloadConfig",
+    "OffloadState",
+    "OffloadStateConfig",
     "OffloadEffect",
     "OffloadedOptimizer",
     "apply",
@@ -159,3 +168,78 @@ def apply(optimizer: torch.optim.Optimizer, config: OffloadConfig) -> OffloadedO
         max_resident_bytes=config.max_resident_bytes,
         offload_gradients=config.offload_gradients,
     )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OffloadStateConfig(TechniqueConfig):
+    """Keep Adam's state in files, updated in chunks of at most `max_resident_bytes`."""
+
+    technique = "offload"
+    max_resident_bytes: int = DEFAULT_MAX_RESIDENT_BYTES
+
+    def __post_init__(self) -> None:
+        if self.max_resident_bytes < 4 * 2**20:
+            raise TechniqueError("max_resident_bytes must be at least 4 MiB")
+
+    def label(self) -> str:
+        return "state offload"
+
+
+class OffloadState(Technique):
+    name = "offload"
+    config_type = OffloadStateConfig
+    kind = SLOW
+    slot = "optimizer_state"
+    order = 60
+    on_fake = False  # the state lives in memory-mapped files, which fake tensors cannot be
+
+    def supports(self, ctx: PlanContext) -> str | None:
+        if not ctx.request.allow_offload:
+            return "offload was not allowed"
+        if ctx.facts.optimizer_kind not in ("adam", "adamw"):
+            return f"offload keeps Adam/AdamW state on disk, not {ctx.facts.optimizer_kind}"
+        if ctx.request.on_cuda:
+            return "offloaded state is updated on the CPU: the parameters must be in host memory"
+        if ctx.request.nodes > 1:
+            return "offloaded state does not combine with sharding"
+        if ctx.measurements.disk_bandwidth is None:
+            return "the disk was not measured"
+        return None
+
+    def candidates(self, ctx: PlanContext) -> Sequence[OffloadStateConfig]:
+        # The largest window first: fewer, larger reads at the same disk traffic.
+        sizes = (DEFAULT_MAX_RESIDENT_BYTES, 64 * 2**20, 16 * 2**20, 4 * 2**20)
+        return [OffloadStateConfig(max_resident_bytes=s) for s in sizes]
+
+    def effect(self, config: OffloadStateConfig, prediction: Prediction, ctx: PlanContext):
+        eff = effect(
+            ctx.facts.parameter_bytes,
+            "adamw",
+            config.max_resident_bytes,
+            bandwidth=ctx.measurements.disk_bandwidth,
+        )
+
+        def to_disk(phase: str, cats: dict[str, int]) -> None:
+            # On disk between steps; during the step, one bounded window at a time.
+            cats["optimizer"] = eff.optimizer_resident_bytes if phase == "optimizer_step" else 0
+
+        return prediction.map_phases(to_disk).with_time(
+            extra_s=prediction.time.extra_s + eff.extra_seconds_per_step
+        )
+
+    def apply(self, config: OffloadStateConfig, training: Training) -> None:
+        state_dir = tempfile.mkdtemp(prefix="memfit-offload-", dir=training.state_dir)
+        training.optimizer = apply(
+            training.optimizer,
+            OffloadConfig(state_dir=state_dir, max_resident_bytes=config.max_resident_bytes),
+        )
+        training.applied.append(self.name)
+
+    def notes(self, config: OffloadStateConfig, ctx: PlanContext) -> list[str]:
+        return ["optimizer state lives in files on disk; each step reads and writes it once"]
+
+    def contract_fields(self, config: OffloadStateConfig | None, batch_size: int) -> dict[str, Any]:
+        return {
+            "optimizer_state": "offload" if config else "fp32",
+            "offload_resident_bytes": config.max_resident_bytes if config else None,
+        }

@@ -11,13 +11,73 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from memfit.errors import TechniqueError
+from memfit.techniques.base import LOSSY, Prediction, Technique, TechniqueConfig, Training
+
+if TYPE_CHECKING:
+    from memfit.planning.inputs import PlanContext
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrecisionConfig(TechniqueConfig):
+    """Run the forward pass under 16-bit autocast (`bf16`, or `fp16` with loss scaling)."""
+
+    technique = "precision"
+    dtype: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise TechniqueError(f"unknown precision {self.dtype!r}; use bf16 or fp16")
+
+    def label(self) -> str:
+        return self.dtype
+
+
+class Precision(Technique):
+    name = "precision"
+    config_type = PrecisionConfig
+    kind = LOSSY
+    order = 30
+
+    def supports(self, ctx: PlanContext) -> str | None:
+        if not ctx.measurements.precision_slowdown:
+            return "its slowdown on this device was not measured"
+        return None
+
+    def candidates(self, ctx: PlanContext) -> Sequence[PrecisionConfig]:
+        return [PrecisionConfig(dtype=d) for d in ctx.measurements.precision_slowdown]
+
+    def effect(self, config: PrecisionConfig, prediction: Prediction, ctx: PlanContext):
+        slowdown = ctx.measurements.precision_slowdown.get(config.dtype, 1.0)
+        return prediction.with_time(compute_factor=prediction.time.compute_factor * slowdown)
+
+    def apply(self, config: PrecisionConfig, training: Training) -> None:
+        device = training.settings.device
+        if config.dtype == "fp16" and not str(device).startswith("cuda"):
+            raise TechniqueError("fp16 training needs a CUDA device; on CPU use bf16")
+        training.settings.precision = config.dtype
+        if not training.fake:
+            training.settings.grad_scaler = grad_scaler(config.dtype, device)
+        training.applied.append(self.name)
+
+    def notes(self, config: PrecisionConfig, ctx: PlanContext) -> list[str]:
+        slowdown = ctx.measurements.precision_slowdown.get(config.dtype, 1.0)
+        return [f"{config.dtype} autocast measured {slowdown:.1f}x the fp32 time on this device"]
+
+    def contract_fields(self, config: PrecisionConfig | None, batch_size: int) -> dict[str, Any]:
+        return {"precision": config.dtype if config else "fp32"}
+
+    def plan_name(self, config: PrecisionConfig) -> str:
+        return f"{config.dtype}-autocast"
 
 
 def autocast(precision: str, device: str):
