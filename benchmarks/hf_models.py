@@ -27,12 +27,14 @@ import subprocess
 import sys
 import time
 
-import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # before transformers is imported
 
-from memfit.estimator import estimate
-from memfit.estimator.fake_build import harmless_init
-from memfit.specs import load_workload
+import torch  # noqa: E402
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+
+from memfit.estimator import estimate  # noqa: E402
+from memfit.estimator.fake_build import harmless_init  # noqa: E402
+from memfit.specs import load_workload  # noqa: E402
 
 # (what it is, spec, batch sizes)
 CASES = [
