@@ -45,6 +45,7 @@ PLAN = {
         ({"optimizer_state": "4bit"}, {"optim": "adamw_torch_4bit"}),
         ({"checkpointed": []}, {"checkpointing": False}),
         ({"optimizer": "sgd"}, {"optim": "sgd"}),
+        ({"nodes": 2}, {"fsdp": "full_shard"}),
     ],
 )
 def test_plan_settings_become_training_arguments(change, expected):

@@ -45,6 +45,8 @@ def trainer_kwargs(plan: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"accumulate_grad_batches": int(data["accumulation_steps"])}
     if data.get("precision") in _PRECISION:
         kwargs["precision"] = _PRECISION[data["precision"]]
+    if int(data.get("nodes") or 1) > 1:
+        kwargs["strategy"] = "fsdp"  # model states sharded over the plan's ranks
     return kwargs
 
 
@@ -69,7 +71,7 @@ def trainer_code(plan: Any, model: str = "") -> str:
         f"loader = DataLoader(train_dataset, batch_size={data['micro_batch_size']}, shuffle=True)",
         "# The callback sets accumulation and precision, checkpoints the plan's modules and",
         "# warns when the first steps' measured peak is over the budget.",
-        "trainer = L.Trainer(callbacks=[MemoryPlanCallback(plan)])",
+        f"trainer = L.Trainer({_kwargs_text(data)}callbacks=[MemoryPlanCallback(plan)])",
         "trainer.fit(lightning_module, loader)",
     ]
     if data.get("optimizer_state") in ("8bit", "4bit"):
@@ -78,6 +80,12 @@ def trainer_code(plan: Any, model: str = "") -> str:
             f"torchao.optim.AdamW{data['optimizer_state']} from configure_optimizers."
         )
     return "\n".join(lines) + "\n"
+
+
+def _kwargs_text(data: dict[str, Any]) -> str:
+    # What the callback cannot set once the Trainer exists: how it spreads over ranks.
+    nodes = int(data.get("nodes") or 1)
+    return f'strategy="fsdp", devices={nodes}, ' if nodes > 1 else ""
 
 
 class MemoryPlanCallback(_lightning.Callback, WatchedPeak):

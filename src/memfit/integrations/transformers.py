@@ -66,6 +66,10 @@ def training_arguments(plan: Any) -> dict[str, Any]:
         fields["bf16"] = True
     elif precision == "fp16":
         fields["fp16"] = True
+    if int(data.get("nodes") or 1) > 1:
+        # The plan shards model states over its ranks (FSDP2 in memfit); Trainer's FSDP
+        # full_shard is the same split. Launch with torchrun, one process per rank.
+        fields["fsdp"] = "full_shard"
     state = data.get("optimizer_state", "fp32")
     if state == "offload":
         raise PlanError(
@@ -162,6 +166,11 @@ def _notes(data: dict[str, Any], fields: dict[str, Any]) -> list[str]:
         notes.append(
             f"# The plan checkpoints {len(data['checkpointed'])} module(s); Trainer checkpoints "
             "every layer: less memory, a little more time."
+        )
+    if "fsdp" in fields:
+        notes.append(
+            f"# Sharded over {data['nodes']} ranks: launch with "
+            f"`torchrun --nproc-per-node {data['nodes']} train.py` (or --nnodes for machines)."
         )
     if data.get("optimizer") == "sgd" and fields["optim"] == "sgd":
         notes.append("# Trainer's sgd keeps no momentum: less memory than the plan counted.")
