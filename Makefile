@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.memfit-installed
 # Steadier RSS readings: glibc returns big frees to the OS at once (see memfit.measure.process).
-export MALLOC_MMAP_THRESHOLD_ ?= 1048576
+export MALLOC_MMAP_THRESHOLD_ ?= 131072
 
 .PHONY: install demo test bench lint clean
 

@@ -6,7 +6,7 @@ briefly on scikit-learn's digits (real, bundled); accuracy on the held-out 25%.
 Baselines in the same run: the dense trained model, and torch.nn.utils.prune (mask + dense
 weight). Bytes are module_bytes (every parameter and buffer storage, counted once).
 
-    MALLOC_MMAP_THRESHOLD_=1048576 .venv/bin/python benchmarks/compression.py
+    MALLOC_MMAP_THRESHOLD_=131072 .venv/bin/python benchmarks/compression.py
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ print(json.dumps({"process": p.process_step_bytes, "tracker": p.peak_bytes}))
 
 
 def measured(spec: str, batch: int, optimizer: str) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run(
         [sys.executable, "-c", CHILD, spec, str(batch), optimizer],
         capture_output=True,

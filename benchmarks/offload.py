@@ -2,7 +2,7 @@
 
 An MLP of 8 Linear(2048, 2048) blocks (33.6 M parameters, 134 MB fp32) trained
 with AdamW: its state is 268 MB, more than 4x the 64 MiB bound. Each mode runs
-in its own child process with MALLOC_MMAP_THRESHOLD_=1048576; memory is the
+in its own child process with MALLOC_MMAP_THRESHOLD_=131072; memory is the
 kernel's RSS high-water mark (VmHWM, reset through /proc/self/clear_refs).
 
 Figures, all measured:
@@ -97,7 +97,7 @@ def child(mode: str, state_dir: str) -> None:
 
 
 def run_child(mode: str) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     with tempfile.TemporaryDirectory(dir=os.environ.get("MEMFIT_OFFLOAD_DIR")) as folder:
         out = subprocess.run(
             [sys.executable, __file__, "--child", mode, folder],

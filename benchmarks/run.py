@@ -31,7 +31,7 @@ def main(names: list[str]) -> int:
             return 2
     env = dict(os.environ)
     # Steadier RSS: glibc returns big frees to the OS at once (see memfit.measure.process).
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")  # memfit.measure.allocator_env
     failed = []
     for script in scripts:
         print(f"\n=== {script.stem} ===", flush=True)

@@ -39,6 +39,29 @@ def test_bad_strings_name_the_accepted_forms(bad):
         Budget.parse(bad)
 
 
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("1e999", "larger than any machine"),
+        ("2e18", "larger than any machine"),
+        (float("inf"), "larger than any machine"),
+        (float("nan"), "larger than any machine"),
+        ("0.4B", "less than one byte"),
+        (0, "less than one byte"),
+    ],
+)
+def test_sizes_no_machine_has_are_refused_with_the_fix(bad, needle):
+    with pytest.raises(BudgetError, match=needle):
+        Budget.parse(bad)
+
+
+def test_the_largest_accepted_budget_is_exact():
+    assert Budget.parse("1e18").bytes == 10**18
+    assert Budget.parse("1000000TB").bytes == 10**18
+
+
 def test_smallest_preset_that_fits():
     assert smallest_preset_that_fits(41_200_000_000, "gpu").name == "a100-40gb"
     assert smallest_preset_that_fits(43_000_000_000, "gpu").name in ("a100-80gb", "h100")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from memfit.budget import format_bytes
 from memfit.demo import DemoResult, demo_story, run_demo
 from memfit.report.chart import plot_before_after
 
@@ -18,8 +19,10 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def story(tmp_path_factory) -> tuple[DemoResult, str]:
     # One run for every assertion below: the demo is the slowest thing in the suite.
     out = io.StringIO()
-    plot = tmp_path_factory.mktemp("demo") / "demo.png"
-    result = demo_story(plot, Console(file=out, width=120))
+    folder = tmp_path_factory.mktemp("demo")
+    result = demo_story(
+        folder / "demo.png", Console(file=out, width=120), report_path=folder / "demo.html"
+    )
     return result, out.getvalue()
 
 
@@ -57,6 +60,16 @@ def test_chart_is_a_png_with_both_runs(story) -> None:
     # The chart's bars are these categories: each run's add up to its measured peak.
     assert sum(result.baseline.categories.values()) == result.baseline.peak_bytes
     assert 0 < sum(result.planned.categories.values()) <= result.planned.peak_bytes
+
+
+def test_the_demo_writes_its_report_with_both_measured_peaks(story) -> None:
+    result, text = story
+    page = (result.plot_path.parent / "demo.html").read_text(encoding="utf-8")
+    assert "demo.html" in text
+    # The plan's measured peak and the measured baseline, as the tables print them.
+    assert format_bytes(result.planned.peak_bytes) in page
+    assert "baseline (measured)" in page and "plan (measured)" in page
+    assert format_bytes(result.baseline_profile.peak_bytes) in page
 
 
 def test_step_times_are_measured(story) -> None:

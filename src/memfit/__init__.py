@@ -5,6 +5,7 @@
     plan      what makes a step fit a budget, with predicted memory and time
     verify    apply a plan to a fresh model, run real steps, hold the prediction to them
     fit       train under a plan and check the measured peak
+    show      draw a result's report in a notebook (the `--report` HTML, inline)
 
 Names are imported on first use, so `import memfit` is quick.
 """
@@ -35,6 +36,7 @@ _EXPORTS = {
     "FitResult": "memfit.train",
     "MemoryTracker": "memfit.measure.tracker",
     "make_optimizer": "memfit.optim",
+    "show": "memfit.report.notebook",
 }
 _MODULES = {"zoo": "memfit.zoo", "data": "memfit.data", "errors": "memfit.errors"}
 

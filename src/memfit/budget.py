@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -51,9 +52,14 @@ class Budget:
         if isinstance(text, Budget):
             return text
         if isinstance(text, (int, float)) and not isinstance(text, bool):
-            return cls(int(text), device or "cpu")
+            return cls(_whole_bytes(text, repr(text)), device or "cpu")
         if not isinstance(text, str):
             raise BudgetError(f"a budget is a string such as '12GB', got {type(text).__name__}")
+        if not text.strip():
+            raise BudgetError(
+                "the budget is empty: give a size such as 12GB or 12GiB, or a preset such as "
+                "colab (`memfit budgets` lists them)"
+            )
         key = text.strip().lower()
         if key in PRESETS:
             preset = PRESETS[key]
@@ -66,8 +72,8 @@ class Budget:
         if match:
             number, unit = float(match.group(1)), match.group(2).upper()
             factor = _DECIMAL.get(unit) or _BINARY.get(unit)
-            if factor is not None and number > 0:
-                return cls(int(round(number * factor)), device or "cpu")
+            if factor is not None:
+                return cls(_whole_bytes(number * factor, text), device or "cpu")
         raise BudgetError(
             f"cannot read budget {text!r}: use a size such as 12GB (10^9 bytes), 12GiB (2^30), "
             f"512MB, 1.5T or a byte count, or a preset ({', '.join(sorted(PRESETS))}); "
@@ -141,6 +147,24 @@ class Room:
             f"{format_bytes(self.reserve_bytes)} for the runtime, less a "
             f"{int(SAFETY_MARGIN * 100)}% margin = {format_bytes(self.usable_bytes)}"
         )
+
+
+_MAX_BUDGET_BYTES = 10**18
+"""An exabyte: far past any machine, and still exact as a float's integer part."""
+
+
+def _whole_bytes(value: float, text: str) -> int:
+    """A budget's byte count, refusing what no machine has (0, negatives, 1e999, nan)."""
+    if not math.isfinite(value) or value > _MAX_BUDGET_BYTES:
+        raise BudgetError(
+            f"budget {text.strip()} is larger than any machine (over 1 EB); "
+            "give a size such as 12GB or 12GiB"
+        )
+    if value < 1:
+        raise BudgetError(
+            f"budget {text.strip()} is less than one byte; give a size such as 12GB or 12GiB"
+        )
+    return int(round(value))
 
 
 def format_bytes(n: float) -> str:

@@ -35,10 +35,11 @@ from memfit import zoo
 from memfit.budget import Budget, format_bytes
 from memfit.errors import MeasureError
 from memfit.measure.profile import run_tracked_step
+from memfit.measure.step import TrainingStep
 from memfit.measure.tracker import TrackerResult
 from memfit.memory_profile import CATEGORIES, MemoryProfile, ModuleRow
 from memfit.optim import make_optimizer
-from memfit.planner import Plan, plan
+from memfit.planning import Plan, plan
 from memfit.report.chart import plot_before_after
 from memfit.report.plan_table import print_plan
 from memfit.report.text import category_table
@@ -100,7 +101,7 @@ class DemoResult:
 
     @property
     def within_budget(self) -> bool:
-        return self.planned.peak_bytes <= self.budget.bytes
+        return self.plan.room.within(self.planned.peak_bytes)
 
     @property
     def accuracy_gap(self) -> float:
@@ -113,9 +114,13 @@ class DemoResult:
         return self.baseline.peak_bytes / max(self.planned.peak_bytes, 1)
 
 
-def run_demo(plot_path: str = "memfit-demo.png", console: Console | None = None) -> int:
+def run_demo(
+    plot_path: str = "memfit-demo.png",
+    console: Console | None = None,
+    report_path: str | None = "memfit-demo.html",
+) -> int:
     """`memfit demo`: 0 when the planned run stayed inside its budget, 1 when it did not."""
-    result = demo_story(plot_path, console)
+    result = demo_story(plot_path, console, report_path=report_path)
     return 0 if result.within_budget and result.plan.fits else 1
 
 
@@ -128,15 +133,31 @@ def demo_story(
     epochs: int = EPOCHS,
     lr: float = LEARNING_RATE,
     seed: int = 0,
+    report_path: str | Path | None = None,
 ) -> DemoResult:
-    """Profile, budget, plan, train both ways, compare; print the story and return its numbers."""
+    """Profile, budget, plan, train both ways, compare; print the story and return its numbers.
+
+    With `report_path`, the HTML report of the plan (measured peaks included) is written too.
+    """
     console = console or Console()
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
-        return _story(Path(plot_path), console, channels, batch_size, epochs, lr, seed)
+        result = _story(Path(plot_path), console, channels, batch_size, epochs, lr, seed)
     finally:
         torch.set_num_threads(threads)
+    if report_path is not None:
+        from memfit.report.html import write_plan_report
+
+        measured = {
+            "measured_peak_bytes": result.planned.peak_bytes,
+            "measured_categories": result.planned.categories,
+        }
+        path = write_plan_report(
+            {**result.plan.to_dict(), **measured}, report_path, baseline=result.baseline_profile
+        )
+        console.print(f"Report: {path} (open it in a browser; it needs no network)")
+    return result
 
 
 def _story(
@@ -256,7 +277,7 @@ def _profile_elsewhere(channels: int, batch_size: int, seed: int) -> MemoryProfi
     code = (
         "import json, sys; from memfit import zoo; from memfit.measure.profile import "
         "profile; c, b, s, o = sys.argv[1:5]; print(json.dumps(profile(zoo.get('cnn', "
-        "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict()))"
+        "channels=int(c)), int(b), o, device='cpu', seed=int(s)).to_dict(timeline=True)))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(channels), str(batch_size), str(seed), OPTIMIZER],
@@ -339,22 +360,22 @@ class _Run:
 
 
 class _PlainRun(_Run):
-    """Plain PyTorch, nothing of memfit in the loop but the tracker on tracked updates."""
+    """Plain PyTorch: memfit's one training step with no technique is forward, backward,
+    optimizer step and zero_grad, as in any loop; the tracker watches tracked updates."""
+
+    def __init__(self, label: str, workload: Workload, lr: float, seed: int):
+        super().__init__(label, workload, lr, seed)
+        self.step = TrainingStep.for_workload(workload, self.model, self.optimizer)
 
     def update(self, batch) -> float:
-        x, y = batch
-        loss = self.workload.loss_fn(self.model(x), y)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(self.step(batch))
 
     def tracked(self, batch, epoch: int) -> tuple[float, TrackerResult]:
         # The same update under the tracker that `memfit.profile` uses.
         x, y = batch
         with torch.no_grad():
             loss = float(self.workload.loss_fn(self.model(x), y))
-        result, _ = run_tracked_step(self.workload, self.model, self.optimizer, batch)
+        result, _ = run_tracked_step(None, self.model, self.optimizer, batch, step=self.step)
         return loss, result
 
 
@@ -467,7 +488,7 @@ def _comparison_table(r: DemoResult) -> Table:
         format_bytes(r.plan.baseline_peak_bytes),
         format_bytes(r.plan.predicted_peak_bytes),
     )
-    inside = p.peak_bytes <= r.budget.bytes
+    inside = r.within_budget
     table.add_row(
         "inside the budget",
         "no" if b.peak_bytes > r.budget.bytes else "yes",

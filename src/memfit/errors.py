@@ -20,6 +20,7 @@ exit; the message is written for that line, so it says what to do.
     ├── CompressError          a model that cannot be compressed as asked
     ├── OffloadError           offloaded state that is missing or half written
     ├── DistributedError       a sharded run that cannot be set up
+    ├── ReportError            a result that cannot be drawn, or a report that cannot be written
     └── MissingDependencyError an optional package that is not installed
 """
 
@@ -91,6 +92,10 @@ class OffloadError(MemfitError, RuntimeError):
 
 
 class DistributedError(MemfitError, RuntimeError):
+    pass
+
+
+class ReportError(MemfitError, ValueError):
     pass
 
 

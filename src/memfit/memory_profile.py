@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-CATEGORIES = ("parameters", "gradients", "optimizer", "activations", "other")
+from memfit.measure.timeline import CATEGORIES, Timeline
 
 
 @dataclass
@@ -51,18 +52,49 @@ class MemoryProfile:
     phase_categories: dict[str, dict[str, int]] = field(default_factory=dict)
     """Bytes per category at each phase's own peak."""
     config: dict[str, Any] = field(default_factory=dict)
-    timeline: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    timeline: Timeline = field(default_factory=Timeline, repr=False)
+    """Live bytes by category over the step, in operation order (see `memfit.measure.timeline`)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.timeline, Timeline):
+            self.timeline = Timeline.from_dict(self.timeline)
+        self.modules = [
+            ModuleRow(**row) if isinstance(row, Mapping) else row for row in self.modules
+        ]
 
     @property
     def parameter_bytes(self) -> int:
         return sum(row.parameters for row in self.modules)
 
     def to_dict(self, timeline: bool = False) -> dict[str, Any]:
-        data = asdict(self)
-        if not timeline:
-            data.pop("timeline")
+        """Plain JSON types; `timeline=True` adds the compact timeline under `timeline`."""
+        saved, self.timeline = self.timeline, Timeline()
+        try:
+            data = asdict(self)
+        finally:
+            self.timeline = saved
+        data.pop("timeline")
+        if timeline:
+            data["timeline"] = saved.to_dict()
         data["categories"] = {k: int(self.categories.get(k, 0)) for k in CATEGORIES}
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MemoryProfile:
+        """Read `to_dict()` (or `memfit profile/estimate --json`) output back; extra keys are ignored.
+
+        >>> cats = dict.fromkeys(CATEGORIES, 0) | {"parameters": 10}
+        >>> p = MemoryProfile("estimated", "cpu", 8, 10, cats, "forward", {}, [])
+        >>> MemoryProfile.from_dict(p.to_dict(timeline=True)) == p
+        True
+        """
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def _repr_html_(self) -> str:
+        from memfit.report.notebook import profile_repr_html
+
+        return profile_repr_html(self)
 
     def top_modules(self, n: int = 10) -> list[ModuleRow]:
         return sorted(self.modules, key=lambda r: r.activations + r.parameters, reverse=True)[:n]

@@ -24,7 +24,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from memfit.measure.step import training_step
+from memfit.measure.step import StepSettings, TrainingStep
 from memfit.optim import build_optimizer
 from memfit.workload import Workload
 
@@ -136,26 +136,30 @@ def _measured_model(
         ]
     times: dict[int, tuple[float, dict[str, float]]] = {}
     opt_s = float("inf")
+    marks: dict[str, float] = {}
+
+    def mark(phase: str) -> None:
+        _sync(device)
+        marks.setdefault(phase, time.perf_counter())
+
+    step = TrainingStep.for_workload(
+        workload, model, opt, StepSettings(device=device), on_phase=mark
+    )
     try:
-        training_step(workload, model, opt, workload.make_batch(probes[0], device))
+        step(workload.make_batch(probes[0], device))
         # Best of two, the probes taken in turn: other processes only ever make a pass
         # slower, and a burst of load then slows one reading of each size, not all of one.
         for _ in range(2):
             for b in probes:
                 batch = workload.make_batch(b, device)
                 unit_time.clear()
-                start = time.perf_counter()
-                loss = workload.loss(model, batch)
-                loss.backward()
-                _sync(device)
-                elapsed = time.perf_counter() - start
+                marks.clear()
+                step(batch)
+                mark("done")
+                elapsed = marks["optimizer_step"] - marks["forward"]
                 if elapsed < times.get(b, (float("inf"),))[0]:
                     times[b] = (elapsed, dict(unit_time))
-                start = time.perf_counter()
-                opt.step()
-                _sync(device)
-                opt_s = min(opt_s, time.perf_counter() - start)
-                opt.zero_grad(set_to_none=True)
+                opt_s = min(opt_s, marks["zero_grad"] - marks["optimizer_step"])
     finally:
         for h in handles:
             h.remove()
@@ -186,8 +190,8 @@ def _flop_model(workload: Workload, units: list[str], device: str) -> StepTimeMo
         root = type(model).__name__
         params = sum(p.numel() for p in model.parameters())
         with FlopCounterMode(display=False) as counter:
-            loss = workload.loss(model, workload.make_batch(batch, device))
-            loss.backward()
+            # Forward and backward only: the optimizer's cost is modelled below.
+            TrainingStep.for_workload(workload, model, None)(workload.make_batch(batch, device))
     counts = counter.get_flop_counts()
     throughput = matmul_flops_per_s(device)
     total = counter.get_total_flops()
@@ -244,6 +248,20 @@ def low_bit_step_slowdown(bits: int, device: str = "cpu") -> float:
     the ratio is kept in memfit's cache (per device, torch and torchao version) and
     timed again only when one of them changes.
     """
+    return _low_bit_step(bits, device)[0]
+
+
+def low_bit_step_copies(bits: int, device: str = "cpu") -> float:
+    """fp32 copies of the largest parameter torchao's `bits`-bit step holds at once.
+
+    Its update dequantizes one parameter's moments at a time; how many temporaries that
+    takes depends on the layout and on torchao's version (here: about 2 for 8-bit, 6.5
+    for 4-bit), so it is measured with the slowdown, by the process's own peak.
+    """
+    return _low_bit_step(bits, device)[1]
+
+
+def _low_bit_step(bits: int, device: str) -> tuple[float, float]:
     import importlib.metadata
 
     from memfit.cache import cached_measurement, device_name
@@ -251,17 +269,31 @@ def low_bit_step_slowdown(bits: int, device: str = "cpu") -> float:
     try:
         ao_version = importlib.metadata.version("torchao")
     except importlib.metadata.PackageNotFoundError:
-        return 1.0
+        return 1.0, 2.0
     key = f"low-bit-step/{bits}/{device_name(device)}/torch-{torch.__version__}/ao-{ao_version}"
-    return cached_measurement(key, lambda: _time_low_bit_step(bits, device))
+    measured: dict[str, float] = {}
+
+    def measure(what: str) -> float:
+        if not measured:
+            measured.update(
+                zip(("slowdown", "copies"), _time_low_bit_step(bits, device), strict=True)
+            )
+        return measured[what]
+
+    return (
+        cached_measurement(f"{key}/slowdown", lambda: measure("slowdown")),
+        cached_measurement(f"{key}/copies", lambda: measure("copies")),
+    )
 
 
-def _time_low_bit_step(bits: int, device: str) -> float:
+def _time_low_bit_step(bits: int, device: str) -> tuple[float, float]:
+    from memfit.measure.process import ProcessPeak, relax_allocator, stabilize_allocator
     from memfit.techniques.lowbit import low_bit_twin
 
     count, rows, cols = LOW_BIT_PROBE_SHAPE
+    largest_bytes = rows * cols * 4
 
-    def seconds(make) -> float:
+    def run(make) -> tuple[float, int]:
         torch.manual_seed(0)
         params = [torch.nn.Parameter(torch.randn(rows, cols, device=device)) for _ in range(count)]
         for p in params:
@@ -276,11 +308,18 @@ def _time_low_bit_step(bits: int, device: str) -> float:
             opt.step()
             _sync(device)
             best = min(best, time.perf_counter() - start)
-        return best
+        stable = stabilize_allocator()
+        process = ProcessPeak(str(device))
+        process.start()
+        opt.step()
+        transient = process.stop() - process.baseline_bytes
+        if stable:
+            relax_allocator()
+        return best, transient
 
-    plain = seconds(lambda ps: torch.optim.AdamW(ps))
-    low = seconds(lambda ps: low_bit_twin(torch.optim.AdamW(ps), bits, device))
-    return max(low / max(plain, 1e-9), 0.1)
+    plain, _ = run(lambda ps: torch.optim.AdamW(ps))
+    low, transient = run(lambda ps: low_bit_twin(torch.optim.AdamW(ps), bits, device))
+    return max(low / max(plain, 1e-9), 0.1), max(transient / largest_bytes, 0.0)
 
 
 def _sync(device: str) -> None:

@@ -60,3 +60,49 @@ def test_bad_amount_is_one_line_on_stderr(capsys):
     assert code == 2
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "[0, 1)" in captured.err
+
+
+def test_a_skip_that_names_no_layer_is_refused_before_training(capsys):
+    import time
+
+    start = time.perf_counter()
+    assert main(["compress", "zoo:cnn", "--skip", "haed", "--train-steps", "150"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot skip 'haed'" in err[0] and "did you mean head" in err[0]
+    assert time.perf_counter() - start < 5  # refused before the 150 training steps
+
+
+def test_skip_is_checked_in_the_library_too(mlp):
+    import pytest
+
+    from memfit.compress import prune
+    from memfit.errors import CompressError
+
+    with pytest.raises(CompressError, match="cannot skip '9'"):
+        prune(mlp, 0.5, skip=["9"])
+    _, report = prune(mlp, 0.5, skip=["4"])
+    assert "4" not in {layer.name for layer in report.layers}
+
+
+def test_training_and_compressing_report_progress():
+    import io
+
+    from rich.console import Console
+
+    from memfit import progress
+    from memfit.compress import cluster, finetune
+
+    drawn = io.StringIO()
+    progress.set_enabled(True, Console(file=drawn, force_terminal=True, width=100))
+    try:
+        import torch
+        from torch import nn
+
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        x = torch.randn(32, 8)
+        finetune(model, (x, (x[:, 0] > 0).long()), steps=5)
+        cluster(model, 4)
+    finally:
+        progress.set_enabled(None)
+    text = drawn.getvalue()
+    assert "training 5 steps" in text and "layers" in text

@@ -27,7 +27,16 @@ COMMANDS = [
     "shrink",
     "convert",
     "compress",
+    "report",
 ]
+
+EXAMPLES = """examples:
+  memfit estimate zoo:llama-7b --batch-size 1 --budget colab   does it fit? (allocates nothing)
+  memfit profile zoo:resnet18 --batch-size 64 --report r.html  measure a step, chart it
+  memfit plan zoo:wrn-28-2 --budget 550MB --batch-size 128     what makes it fit
+
+Every command takes --json (one JSON object on stdout). MEMFIT_DEBUG=1 shows tracebacks
+and the warnings of the libraries memfit uses."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -41,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="memfit",
         description="Make deep-learning training fit in the memory you have.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=version_line(), help="print the version and exit"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -48,14 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"memfit.cli.{name.replace('-', '_')}")
         module.add_parser(sub)
     return parser
-
-
-def _quiet_libraries() -> None:
-    # Libraries imported on the way (transformers pulls in torchao) log lines about their
-    # own optional parts that say nothing about the user's question.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 MEASURING = {"profile", "demo"}
@@ -69,13 +75,39 @@ def _restart_with_stable_allocator(args, argv: list[str] | None) -> None:
     runs (memfit.measure.process): setting it later leaves what was freed before in the
     heap, which inflated a measured step by 20% here.
     """
-    from memfit.measure.process import env_is_stable
+    from memfit.measure.allocator_env import STABLE_ENVIRONMENT, env_is_stable
 
     measuring = args.command in MEASURING or getattr(args, "verify", False)
     if not measuring or env_is_stable() or not sys.platform.startswith("linux") or argv is not None:
         return
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576")
+    env = dict(os.environ, **STABLE_ENVIRONMENT)
     os.execve(sys.executable, [sys.executable, "-m", "memfit", *sys.argv[1:]], env)
+
+
+def version_line() -> str:
+    """`memfit 0.1.0 (torch 2.13.0)`, read from package metadata: no import of torch."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from memfit import __version__
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"memfit {__version__} (torch {torch_version}, Python {sys.version.split()[0]})"
+
+
+def quiet_third_party() -> None:
+    """Keep other libraries' warnings off the user's screen: one line on stderr, not six.
+
+    torchao logs "Failed to load ..." for kernels this machine cannot use, torch's pytree
+    logs deprecations, transformers logs advice; memfit itself logs nothing, so every
+    log record below ERROR is dropped. MEMFIT_DEBUG=1 shows them all again.
+    """
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _restart_with_stable_allocator(args, argv)
     if not os.environ.get("MEMFIT_DEBUG"):
-        warnings.filterwarnings("ignore")
-        _quiet_libraries()
+        quiet_third_party()
     if getattr(args, "json", False):
         # stdout carries one JSON object; progress would only clutter a script's stderr.
         from memfit import progress

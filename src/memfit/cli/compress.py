@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._model_args import non_negative_int, positive_int
 
 METHODS = ("prune", "quantize", "cluster", "all")
 
@@ -39,30 +40,39 @@ def add_parser(sub) -> None:
         action="store_true",
         help="remove whole channels/neurons and rebuild smaller layers",
     )
-    parser.add_argument("--scope", choices=("global", "layer"), default="global")
+    parser.add_argument(
+        "--scope",
+        choices=("global", "layer"),
+        default="global",
+        help="global: one magnitude threshold over all layers (default); layer: the same "
+        "fraction removed from each layer",
+    )
     parser.add_argument(
         "--bits",
         type=int,
+        choices=(8, 4),
         default=None,
         help="quantization bits, 8 or 4 (quantize default 8; with --method all, "
         "quantize instead of cluster)",
     )
-    parser.add_argument("--clusters", type=int, default=16, help="shared values per layer (16)")
+    parser.add_argument(
+        "--clusters", type=positive_int, default=16, help="shared values per layer (16)"
+    )
     parser.add_argument(
         "--index-bits",
-        type=int,
+        type=positive_int,
         default=4,
         help="bits per packed sparse index gap with --method all (default 4)",
     )
     parser.add_argument(
         "--train-steps",
-        type=int,
+        type=non_negative_int,
         default=150,
         help="training steps before compressing, when the workload has data",
     )
     parser.add_argument(
         "--finetune-steps",
-        type=int,
+        type=non_negative_int,
         default=100,
         help="fine-tuning steps after each compression step (mask kept fixed)",
     )
@@ -76,7 +86,9 @@ def add_parser(sub) -> None:
         metavar="LAYER",
         help="leave this layer (and what is inside it) as it is; repeatable",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for initialisation and training (default 0)"
+    )
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -90,6 +102,9 @@ def run(args) -> int:
     torch.manual_seed(args.seed)
     workload = load_workload(args.model)
     model = workload.build_model()
+    from memfit.compress._targets import check_skip
+
+    check_skip(model, args.skip)  # before minutes of training, not after
     data = mc.workload_data(workload)
     train = validation = None
     trained_note = (

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from memfit.cli._common import add_report_args, print_json
-from memfit.cli._model_args import add_model_args, resolve_workload
+from memfit.cli._common import add_report_args, print_json, said_report
+from memfit.cli._model_args import add_model_args, positive_int, resolve_workload
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--device", default="cpu", help="device whose kernels to assume (cpu)")
     parser.add_argument(
         "--nodes",
-        type=int,
+        type=positive_int,
         default=1,
         help="ranks sharing the model states (FSDP); memory is per rank and "
         "--batch-size is each rank's batch",
@@ -30,19 +30,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from memfit import progress
     from memfit.budget import Budget
     from memfit.estimator import FitVerdict, estimate, max_batch_size
     from memfit.estimator.verdict import runtime_reserve
 
-    budget = Budget.parse(args.budget) if args.budget else None
+    # An empty --budget is a mistake (a shell variable that was not set), not "no budget".
+    budget = Budget.parse(args.budget) if args.budget is not None else None
     workload = resolve_workload(args)
-    if args.nodes < 1:
-        from memfit.errors import EstimateError
-
-        raise EstimateError("--nodes must be at least 1")
-    result = estimate(
-        workload, args.batch_size, args.optimizer, precision=args.precision, device=args.device
-    )
+    with progress.task(f"estimating {workload.name} on fake tensors"):
+        result = estimate(
+            workload, args.batch_size, args.optimizer, precision=args.precision, device=args.device
+        )
     if args.nodes > 1:
         from memfit.estimator.sharded import shard_profile
 
@@ -62,14 +61,15 @@ def run(args) -> int:
                     workload,
                 )
 
-        batch_fit = max_batch_size(
-            workload,
-            budget,
-            args.optimizer,
-            precision=args.precision,
-            device=args.device,
-            peak_of=peak_of,
-        )
+        with progress.task("finding the largest batch that fits"):
+            batch_fit = max_batch_size(
+                workload,
+                budget,
+                args.optimizer,
+                precision=args.precision,
+                device=args.device,
+                peak_of=peak_of,
+            )
         verdict = FitVerdict(
             result.peak_bytes,
             runtime_reserve(budget),
@@ -86,12 +86,18 @@ def run(args) -> int:
             title="Estimated training memory at the peak",
             budget_bytes=budget.bytes if budget else None,
         )
+    data = result.to_dict(timeline=True)
+    data["nodes"] = args.nodes
+    if verdict is not None:
+        data.update(verdict.to_dict())
+    if args.report:
+        from memfit.report.html import write_report
+
+        write_report(data, args.report, top=args.top)
     if args.json:
-        data = result.to_dict()
-        data["nodes"] = args.nodes
-        if verdict is not None:
-            data.update(verdict.to_dict())
         print_json(data)
+        if args.report:
+            said_report(args, args.report)
         return 0
     from rich.console import Console
 
@@ -103,4 +109,6 @@ def run(args) -> int:
         console.print(verdict.line())
     if args.plot:
         console.print(f"chart written to {args.plot}")
+    if args.report:
+        said_report(args, args.report)
     return 0

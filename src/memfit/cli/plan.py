@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from memfit.cli._common import add_json_flag, print_json
+from memfit.cli._common import add_html_report_flag, add_json_flag, print_json
 from memfit.cli._model_args import add_model_args, resolve_workload
 
 EXIT_OVER_BUDGET = 3
@@ -53,6 +53,7 @@ def add_parser(sub) -> None:
         help="also print the plan as Python: TrainingArguments for Hugging Face Trainer, "
         "or a Lightning Trainer with memfit's callback",
     )
+    add_html_report_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(run=run)
 
@@ -114,6 +115,10 @@ def run(args) -> int:
         from memfit.integrations import emit_code
 
         print(emit_code(args.emit, the_plan, args.model))
+    if args.report:
+        from memfit.cli.report import write_plan_report_for
+
+        write_plan_report_for(args, the_plan, workload, verification)
     if verification is not None and not verification.within_budget:
         return EXIT_OVER_BUDGET
     return 0

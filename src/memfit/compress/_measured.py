@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from memfit import progress
 from memfit.compress._report import CompressReport, LayerReport, maybe_accuracy
 from memfit.compress._targets import working_copy
 from memfit.compress._training import tune_after_compression
@@ -31,11 +32,12 @@ def measured_compression(
     Every method (prune, quantize, cluster) goes through here, so their reports are
     measured the same way: bytes actually held (`module_bytes`), not computed.
     """
-    accuracy_before = maybe_accuracy(model, validation)
-    before = module_bytes(model)
-    model = working_copy(model, inplace)
-    layers, notes = change(model)
-    notes = notes + tune_after_compression(model, finetune_data, finetune_steps, tuned)
+    with progress.task(f"compress: {method}"):
+        accuracy_before = maybe_accuracy(model, validation)
+        before = module_bytes(model)
+        model = working_copy(model, inplace)
+        layers, notes = change(model)
+        notes = notes + tune_after_compression(model, finetune_data, finetune_steps, tuned)
     return model, CompressReport(
         method=method,
         before_bytes=before,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from memfit.compress._report import LayerReport, layer_bytes
-from memfit.compress._targets import set_module
+from memfit.compress._targets import check_skip, set_module
 from memfit.errors import CompressError
 
 _PASS_MODULES = (
@@ -117,6 +117,7 @@ def prune_channels(model: nn.Module, amount: float, scope: str, skip: Iterable[s
 
 
 def _find_groups(model: nn.Module, skip: tuple[str, ...]) -> tuple[list[_Group], list[str]]:
+    skip = check_skip(model, skip)
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception as exc:

@@ -23,7 +23,7 @@ def target_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str,
 
     A name in `skip` also skips everything inside it (`skip=["head"]`).
     """
-    skip = tuple(skip)
+    skip = check_skip(model, skip)
     found = [
         (name, module)
         for name, module in model.named_modules()
@@ -34,6 +34,25 @@ def target_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[str,
             "the model has no Linear or Conv2d layer to compress (or every one is listed in skip)"
         )
     return found
+
+
+def check_skip(model: nn.Module, skip: Iterable[str]) -> tuple[str, ...]:
+    """`skip` as a tuple, once every name in it is a module of `model` (a typo skips nothing)."""
+    import difflib
+
+    skip = tuple(skip)
+    names = [name for name, _ in model.named_modules() if name]
+    known = set(names)
+    for name in skip:
+        if name not in known:
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = (
+                f"did you mean {', '.join(close)}?" if close else f"layers: {', '.join(names[:8])}"
+            )
+            raise CompressError(
+                f"cannot skip {name!r}: the model has no module of that name; {hint}"
+            )
+    return skip
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:

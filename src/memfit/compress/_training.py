@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memfit import progress
 from memfit.errors import CompressError
 
 
@@ -45,15 +46,19 @@ def finetune(
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(labels), (min(batch_size, len(labels)),), generator=generator)
-        loss = F.cross_entropy(model(inputs[idx]), labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            for weight, keep in masks:
-                weight.mul_(keep)
+    with progress.task(f"training {steps} steps", total=steps) as bar:
+        for _ in range(steps):
+            idx = torch.randint(
+                0, len(labels), (min(batch_size, len(labels)),), generator=generator
+            )
+            loss = F.cross_entropy(model(inputs[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for weight, keep in masks:
+                    weight.mul_(keep)
+            bar.advance()
     model.train(was_training)
     return model
 

@@ -1,38 +1,10 @@
-"""Terminal output of `memfit shrink` and `memfit convert`: a progress bar and a size table."""
+"""Terminal output of `memfit shrink` and `memfit convert`: a size table (progress is drawn by
+`memfit.progress` while the conversion runs)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-
 from memfit.budget import format_bytes
 from memfit.cli._common import print_json
-
-
-def run_with_progress(job: Callable, quiet: bool, label: str):
-    """Run `job(progress_callback)` with a rich bar of input bytes read, on stderr.
-
-    No bar with --json or when stderr is not a terminal (logs stay clean).
-    """
-    if quiet or not sys.stderr.isatty():
-        return job(None)
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        return job(update)
 
 
 def print_report(result, as_json: bool) -> None:
@@ -63,5 +35,6 @@ def print_report(result, as_json: bool) -> None:
     if result.destination:
         console.print(
             f"wrote {result.destination} ({format_bytes(result.output_file_bytes)}, "
-            f"input file {format_bytes(result.input_file_bytes)})"
+            f"input file {format_bytes(result.input_file_bytes)}, {result.compression}, "
+            f"{result.row_groups} row groups, {result.seconds:.1f} s)"
         )

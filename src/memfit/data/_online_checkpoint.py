@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from memfit.data._files import temporary_beside
 from memfit.errors import DataError
 
 FORMAT_VERSION = 1
@@ -25,7 +25,7 @@ def save(path: Path, payload: dict[str, Any], checkpoint_format: str) -> None:
     """Write `payload` to a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"memfit_online": FORMAT_VERSION, "format": checkpoint_format, **payload}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as out:
             if checkpoint_format == "torch":

@@ -63,6 +63,7 @@ def compare(
     """
     if old.array is new.array:
         return Comparison(0, 0.0)
+    new = _numbers_of_category(old, new)
     if is_numeric(old.dtype) and is_numeric(new.dtype) and _numbers_identical(old, new):
         return Comparison(0, 0.0)  # most columns: a few vectorised passes, no error arrays
     if old_strings is not None:  # nulls of the encoding: no pass over the Python objects
@@ -71,9 +72,14 @@ def compare(
         old_missing = old.isna().to_numpy(dtype=bool)
     new_missing = new.isna().to_numpy(dtype=bool)
     flipped = int(np.count_nonzero(old_missing != new_missing))
+    flipped += _missing_kinds_changed(old, new, old_missing)
     present = ~(old_missing | new_missing)
     if is_numeric(old.dtype) and is_numeric(new.dtype):
-        err = _numeric_error(numeric_values(old)[0][present], numeric_values(new)[0][present])
+        old_values, new_values = numeric_values(old)[0], numeric_values(new)[0]
+        err = _numeric_error(old_values[present], new_values[present])
+        if old_values.dtype.kind == "f":
+            err = np.maximum(err, _bit_changes(old_values, new_values, present))
+            flipped += _nan_bits_lost(old, old_values, new_missing, new)
     else:
         # `old_strings`: the caller's pyarrow encoding of the original objects, made once.
         old_strings = old_strings if old_strings is not None else _arrow_strings(old)
@@ -98,7 +104,8 @@ def compare(
 
 
 def _numbers_identical(old: pd.Series, new: pd.Series) -> bool:
-    """True when both columns are missing in the same rows and equal in every other one.
+    """True when both columns are missing in the same rows and equal in every other one
+    (bit for bit where the old column holds floats).
 
     False also when the fast test cannot decide exactly (uint64 against signed integers,
     integers beyond 2**53 against floats): the caller then counts errors one by one.
@@ -107,6 +114,11 @@ def _numbers_identical(old: pd.Series, new: pd.Series) -> bool:
     new_values, new_missing = numeric_values(new)
     if not np.array_equal(old_missing, new_missing):
         return False
+    if old_values.dtype.kind == "f":
+        rows = _rows_with_bits(old, new, old_missing)
+        if _nan_bits_lost(old, old_values, new_missing, new):
+            return False
+        return not _bit_changes(old_values, new_values, rows).any()
     if old_missing.any():
         old_values, new_values = old_values[~old_missing], new_values[~old_missing]
     kinds = old_values.dtype.kind + new_values.dtype.kind
@@ -115,10 +127,9 @@ def _numbers_identical(old: pd.Series, new: pd.Series) -> bool:
         if signed and np.uint64 in (old_values.dtype, new_values.dtype):
             return False  # numpy would compare them as float64
         return bool(np.array_equal(old_values, new_values))
-    if kinds != "ff":
-        floats = old_values if old_values.dtype.kind == "f" else new_values
-        if floats.size and not np.nanmax(np.abs(floats)) <= 2.0**53:
-            return False  # float64 holds every integer only up to 2**53
+    floats = new_values
+    if floats.size and not np.nanmax(np.abs(floats)) <= 2.0**53:
+        return False  # float64 holds every integer only up to 2**53
     with np.errstate(invalid="ignore"):
         return bool(
             np.array_equal(
@@ -127,6 +138,67 @@ def _numbers_identical(old: pd.Series, new: pd.Series) -> bool:
                 equal_nan=True,
             )
         )
+
+
+def _bit_changes(old: np.ndarray, new: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Per present row of a float column: eps where the new value, read back in the old
+    dtype, differs in its bits (a sign of zero, a NaN payload), 0 elsewhere."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        back = new[present].astype(old.dtype)
+    unsigned = np.dtype(f"u{old.dtype.itemsize}")
+    differs = back.view(unsigned) != old[present].view(unsigned)
+    return np.where(differs, np.finfo(np.float64).eps, 0.0)
+
+
+def _rows_with_bits(old: pd.Series, new: pd.Series, old_missing: np.ndarray) -> np.ndarray:
+    """Rows whose float bits must survive: all of them between numpy float columns (a NaN
+    keeps its bits there), the present ones otherwise."""
+    if _nan_keeps_bits(old, new):
+        return np.ones(len(old_missing), dtype=bool)
+    return ~old_missing
+
+
+def _nan_keeps_bits(old: pd.Series, new: pd.Series) -> bool:
+    numpy_float = [isinstance(s.dtype, np.dtype) and s.dtype.kind == "f" for s in (old, new)]
+    return all(numpy_float)
+
+
+def _nan_bits_lost(
+    old: pd.Series, old_values: np.ndarray, new_missing: np.ndarray, new: pd.Series
+) -> int:
+    """NaNs of a numpy float column that became missing values but were not numpy's NaN
+    (a missing value comes back as that one NaN, so their sign or payload would be lost)."""
+    if not isinstance(old.dtype, np.dtype) or not new_missing.any() or _nan_keeps_bits(old, new):
+        return 0
+    lost = old_values[new_missing]
+    unsigned = np.dtype(f"u{lost.dtype.itemsize}")
+    canonical = np.array([np.nan], dtype=lost.dtype).view(unsigned)[0]
+    return int(np.count_nonzero(lost.view(unsigned) != canonical))
+
+
+def _missing_kinds_changed(old: pd.Series, new: pd.Series, old_missing: np.ndarray) -> int:
+    """Missing values of an object column of another kind than the new dtype's only marker,
+    when the column mixes kinds (None and NaN): pandas keeps those apart."""
+    if old.dtype != object or new.dtype == object or not old_missing.any():
+        return 0
+    kinds = [type(v) for v in old.to_numpy()[old_missing]]
+    if len(set(kinds)) < 2:
+        return 0
+    common = max(set(kinds), key=kinds.count)
+    return sum(kind is not common for kind in kinds)
+
+
+def _numbers_of_category(old: pd.Series, new: pd.Series) -> pd.Series:
+    """A category of numbers given for a numeric column, as numbers in the old dtype."""
+    if not (is_numeric(old.dtype) and isinstance(new.dtype, pd.CategoricalDtype)):
+        return new
+    if not ptypes.is_numeric_dtype(new.dtype.categories.dtype):
+        return new
+    numpy_dtype = np.dtype(getattr(old.dtype, "numpy_dtype", old.dtype))
+    if numpy_dtype.kind != "f":
+        numpy_dtype = np.dtype(np.float64) if new.isna().any() else numpy_dtype
+    values = np.asarray(new.astype(object).to_numpy(na_value=np.nan), dtype=numpy_dtype)
+    return pd.Series(values, index=new.index, name=new.name, copy=False)
 
 
 def _numeric_error(old: np.ndarray, new: np.ndarray) -> np.ndarray:

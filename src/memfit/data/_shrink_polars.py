@@ -1,8 +1,13 @@
-"""`shrink` for polars frames, with polars' own casts.
+"""`shrink` for polars frames, with polars' own expressions: two parallel passes.
 
 polars' `Series.shrink_dtype` casts every Float64 to Float32 whatever it loses and
 never picks unsigned types; this applies the same rules as the pandas path instead.
-Every polars dtype is nullable, so no mask byte decides between int and nullable int.
+One `select` measures every column at once on polars' threads (range, whole numbers,
+-0.0, the float32 round trip, distinct strings); a second casts every column to its
+decided type and compares it with the input in the same pass. Every polars dtype is
+nullable, so no mask byte decides between int and nullable int. polars compares NaN
+equal to NaN, so a NaN's payload is not checked here (the pandas path checks bits),
+and floats are only narrowed where exact (`rtol` applies to pandas frames).
 """
 
 from __future__ import annotations
@@ -13,80 +18,92 @@ from memfit.data._shrink_columns import FitOptions
 from memfit.data._shrink_rules import smallest_int_dtype
 from memfit.errors import require
 
+_CATEGORY_SHARE = 0.5  # a string column becomes a category below this distinct share
+
 
 def shrink_polars(df, options: FitOptions, lossless: bool):
     from memfit.data.shrink import ColumnReport, ShrinkResult
 
     pl = require("polars", "polars")
-    columns, reports = [], []
+    facts = df.select([e for s in df.get_columns() for e in _measure(pl, s, options)]).row(
+        0, named=True
+    )
+    targets = {s.name: _target(pl, s, facts, options) for s in df.get_columns()}
+    cast, checks = [], []
     for series in df.get_columns():
-        new = _shrunk(pl, series, options)
+        target = targets[series.name]
+        if target is None:
+            cast.append(pl.col(series.name))
+            continue
+        new = pl.col(series.name).cast(target, strict=False)
+        cast.append(new)
+        back = new.cast(series.dtype, strict=False)
+        checks.append((~back.eq_missing(pl.col(series.name))).sum().alias(series.name))
+    out = df.select(cast)
+    changed = df.select(checks).row(0, named=True) if checks else {}
+    columns, reports = [], []
+    for series, new in zip(df.get_columns(), out.get_columns(), strict=True):
         before, after = int(series.estimated_size()), int(new.estimated_size())
         report = ColumnReport(series.name, str(series.dtype), str(new.dtype), before, before)
+        count = int(changed.get(series.name, 0))
         if new.dtype != series.dtype:
-            changed, max_error = _compare(pl, series, new)
-            if after >= before or (changed and (lossless or max_error > options.rtol)):
+            if after >= before or count:
                 report.new_dtype, report.note = str(series.dtype), "kept"
                 new = series
             else:
-                report.after_bytes, report.changed, report.max_error = after, changed, max_error
+                report.after_bytes = after
         columns.append(new)
         reports.append(report)
-    out = pl.DataFrame(columns)
-    return ShrinkResult(out, int(df.estimated_size()), int(out.estimated_size()), reports)
+    result = pl.DataFrame(columns)
+    return ShrinkResult(result, int(df.estimated_size()), int(result.estimated_size()), reports)
 
 
-def _shrunk(pl, series, options: FitOptions):
-    dtype = series.dtype
-    present = series.drop_nulls()
-    if dtype.is_integer() and len(present):
-        target = smallest_int_dtype(present.min(), present.max())
-        return series.cast(_polars_int(pl, target)) if target is not None else series
-    if dtype.is_float() and len(present):
-        values = present.to_numpy().astype(np.float64)
-        finite = np.isfinite(values).all()
-        if (
-            options.float_to_int
-            and finite
-            and (values == np.trunc(values)).all()
-            and abs(values).max() < 2.0**63
-        ):
-            target = smallest_int_dtype(int(values.min()), int(values.max()))
-            if target is not None and target.itemsize < (4 if dtype == pl.Float32 else 8):
-                return series.cast(_polars_int(pl, target))
-        candidates = [pl.Float16] if options.float16 and hasattr(pl, "Float16") else []
-        for target in [*candidates, pl.Float32]:
-            if dtype == target:
-                break
-            cast = series.cast(target, strict=False)
-            if _compare(pl, series, cast)[1] <= options.rtol:
-                return cast
-        return series
+def _measure(pl, series, options: FitOptions) -> list:
+    name, dtype = series.name, series.dtype
+    col = pl.col(name)
+    exprs = []
+    if dtype.is_integer() or dtype.is_float():
+        exprs += [col.min().alias(f"{name}\0min"), col.max().alias(f"{name}\0max")]
+    if dtype.is_float():
+        present = col.drop_nulls()
+        exprs += [
+            (present.is_finite() & (present == present.floor())).all().alias(f"{name}\0whole"),
+            ((present == 0) & (1.0 / present < 0)).any().alias(f"{name}\0negzero"),
+        ]
+        if dtype == pl.Float64:
+            back = present.cast(pl.Float32).cast(pl.Float64)
+            exact = ((back == present) | (back.is_nan() & present.is_nan())).all()
+            exprs.append(exact.alias(f"{name}\0float32"))
     if dtype == pl.String and options.strings:
-        return series.cast(pl.Categorical)
-    return series
+        exprs += [col.n_unique().alias(f"{name}\0distinct"), col.len().alias(f"{name}\0rows")]
+    return exprs
+
+
+def _target(pl, series, facts: dict, options: FitOptions):
+    name, dtype = series.name, series.dtype
+    if dtype.is_integer() or dtype.is_float():
+        lo, hi = facts[f"{name}\0min"], facts[f"{name}\0max"]
+        if lo is None:
+            return None
+        if dtype.is_float():
+            whole = facts[f"{name}\0whole"] and not facts[f"{name}\0negzero"]
+            if options.float_to_int and whole and abs(lo) < 2.0**63 and abs(hi) < 2.0**64:
+                target = smallest_int_dtype(int(lo), int(hi))
+                if target is not None and target.itemsize < (4 if dtype == pl.Float32 else 8):
+                    return _polars_int(pl, target)
+            if dtype == pl.Float64 and facts.get(f"{name}\0float32"):
+                return pl.Float32
+            return None
+        target = smallest_int_dtype(int(lo), int(hi))
+        if target is not None and _polars_int(pl, target) != dtype:
+            return _polars_int(pl, target)
+        return None
+    if dtype == pl.String and options.strings:
+        rows = max(facts[f"{name}\0rows"], 1)
+        if facts[f"{name}\0distinct"] / rows <= _CATEGORY_SHARE:
+            return pl.Categorical
+    return None
 
 
 def _polars_int(pl, dtype: np.dtype):
     return getattr(pl, dtype.name.capitalize().replace("Uint", "UInt"))
-
-
-def _compare(pl, old, new) -> tuple[int, float]:
-    """(values changed, max relative error), nulls and NaNs compared as equal to themselves."""
-    same_null = old.is_null() == new.is_null()
-    if old.dtype.is_numeric() and new.dtype.is_numeric():
-        a = old.cast(pl.Float64).to_numpy()
-        b = new.cast(pl.Float64).to_numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = np.abs(b - a) / np.abs(a)
-        equal = (a == b) | (np.isnan(a) & np.isnan(b))
-        err[equal] = 0.0
-        err[~equal & ~np.isfinite(err)] = np.inf
-        if old.dtype.is_integer() or new.dtype.is_integer():  # integers exactly, not via float64
-            exact = old.cast(pl.Int128, strict=False).eq_missing(new.cast(pl.Int128, strict=False))
-            err[~exact.to_numpy()] = np.maximum(err[~exact.to_numpy()], 1e-300)
-        changed = int((err > 0).sum()) + int((~same_null).sum())
-        return changed, float(err.max()) if len(err) else 0.0
-    equal = old.cast(pl.String).eq_missing(new.cast(pl.String))
-    changed = int((~equal).sum())
-    return changed, float("inf") if changed else 0.0

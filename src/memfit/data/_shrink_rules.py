@@ -2,7 +2,11 @@
 
 Bounds are inclusive (a column whose maximum is 255 fits uint8), unsigned types are
 preferred when nothing is negative, and a float type is kept only when every value
-round-trips through it (pandas `maybe_downcast_numeric` does the same with rtol=0).
+comes back from it bit for bit: the sign of zero, the sign and payload of a NaN,
+subnormals and infinities included (numpy's `==` would call -0.0 and 0.0 equal, and
+every NaN unequal, so the comparison is of the bits). A missing value in a nullable
+integer comes back as numpy's NaN, so only a column whose NaNs are that very NaN
+may become one, and a column holding -0.0 never becomes an integer.
 """
 
 from __future__ import annotations
@@ -76,14 +80,37 @@ def float_round_trip_error(values: np.ndarray, dtype: np.dtype) -> float:
 
 
 def float_round_trips(values: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether every float in `values` comes back unchanged from `dtype` (NaN stays NaN).
+    """Whether every float in `values` comes back bit for bit from `dtype`.
 
-    >>> float_round_trips(np.array([0.5, np.nan]), np.dtype(np.float32))
+    >>> float_round_trips(np.array([0.5, -0.0, np.nan]), np.dtype(np.float32))
     True
+    >>> payload = np.array([0x7FF00000000007A2], dtype=np.uint64).view(np.float64)  # R's NA
+    >>> float_round_trips(payload, np.dtype(np.float32))
+    False
     """
     with np.errstate(over="ignore", invalid="ignore"):
         back = values.astype(dtype).astype(values.dtype)
-    return bool(np.array_equal(back, values, equal_nan=True))
+    return same_bits(back, values)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two float arrays of one dtype hold the same bits (signed zeros, NaN payloads)."""
+    unsigned = np.dtype(f"u{a.dtype.itemsize}")
+    return bool(np.array_equal(a.view(unsigned), b.view(unsigned)))
+
+
+def nans_are_canonical(values: np.ndarray) -> bool:
+    """Whether every NaN in a float array is numpy's own NaN (what a missing value becomes)."""
+    nans = values[np.isnan(values)]
+    if nans.size == 0:
+        return True
+    canonical = np.array([np.nan], dtype=values.dtype).view(f"u{values.dtype.itemsize}")[0]
+    return bool((nans.view(f"u{values.dtype.itemsize}") == canonical).all())
+
+
+def has_negative_zero(values: np.ndarray) -> bool:
+    """Whether a float array holds -0.0, whose sign an integer cannot keep."""
+    return bool(np.any(np.signbit(values) & (values == 0)))
 
 
 def integral_range(values: np.ndarray) -> tuple[int, int] | None:

@@ -10,6 +10,10 @@ pyarrow record batches of bounded size; nothing reads the whole file.
 - Parquet: a block is a slice of one row group, read with `iter_batches`.
 - SQLite: a table is cut by rowid (one pass over the rowid index); a query
   is cut with LIMIT/OFFSET, so it must have a stable order (ORDER BY).
+
+CSV and Parquet files may be fsspec URLs (`s3://`, `gs://`, `https://`, ...): they
+are read through pyarrow's filesystems by range, like a local file, with the same
+memory bound.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from memfit.data._files import Location, is_url, locate
 from memfit.errors import StreamError
 
 _SCAN_CHUNK_BYTES = 4 * 2**20  # CSV indexing reads this much at a time
@@ -104,11 +109,24 @@ def open_source(
     raise StreamError(f"unknown format {format!r}; use 'csv', 'parquet' or 'sqlite'")
 
 
-def _existing(text: str) -> Path:
+def _existing(text: str) -> Path | Location:
+    if is_url(text):
+        location = locate(text, StreamError)
+        location.info()  # a clear error now for a missing object or a folder
+        return location
     path = Path(text)
+    if path.is_dir():
+        raise StreamError(f"{text} is a folder, not a file; name one file inside it")
     if not path.is_file():
         raise StreamError(f"{text}: no such file; check the path")
     return path
+
+
+def _open_binary(path: Path | Location):
+    """A seekable binary file: the local file itself, or a remote one read by range."""
+    if isinstance(path, Location):
+        return path.open_random()
+    return open(path, "rb")
 
 
 def _sqlite_path(text: str) -> Path:
@@ -122,6 +140,17 @@ def _sqlite_path(text: str) -> Path:
     return _existing(text)
 
 
+def _first_line(handle) -> bytes:
+    """The first line with its newline (pyarrow's remote files have no readline)."""
+    line = b""
+    while b"\n" not in line:
+        piece = handle.read(1 << 16)
+        if not piece:
+            return line
+        line += piece
+    return line[: line.index(b"\n") + 1]
+
+
 def equal_blocks(total_rows: int, rows_per_block: int) -> np.ndarray:
     """Row counts of `total_rows` cut into blocks of `rows_per_block` (the last may be short)."""
     full, rest = divmod(total_rows, rows_per_block)
@@ -130,9 +159,9 @@ def equal_blocks(total_rows: int, rows_per_block: int) -> np.ndarray:
 
 
 class ParquetSource(Source):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | Location) -> None:
         self.path = path
-        self.description = str(path)
+        self.description = path.text if isinstance(path, Location) else str(path)
         self._open_file = None
         self._pieces: list[tuple[int, int, int]] = []
 
@@ -142,7 +171,8 @@ class ParquetSource(Source):
         if self._open_file is None:
             try:
                 # buffer_size > 0 streams each column chunk instead of loading it whole.
-                self._open_file = pq.ParquetFile(self.path, buffer_size=2**20)
+                source = self.path.open_random() if isinstance(self.path, Location) else self.path
+                self._open_file = pq.ParquetFile(source, buffer_size=2**20)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise StreamError(f"{self.path}: not a readable Parquet file ({exc})") from exc
         return self._open_file
@@ -179,17 +209,17 @@ class ParquetSource(Source):
 
 
 class CsvSource(Source):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | Location) -> None:
         self.path = path
-        self.description = str(path)
+        self.description = path.text if isinstance(path, Location) else str(path)
         self._names: list[str] = []
         self._data_start = 0
         self._offsets = np.zeros(1, dtype=np.int64)
 
     def names(self) -> list[str]:
         if not self._names:
-            with open(self.path, "rb") as handle:
-                header = handle.readline()
+            with _open_binary(self.path) as handle:
+                header = _first_line(handle)
             names = next(csv.reader([header.decode("utf-8-sig")]), [])
             if not names:
                 raise StreamError(f"{self.path}: the first line must be a header of column names")
@@ -200,7 +230,7 @@ class CsvSource(Source):
     def block_rows(self, rows_per_block: int) -> np.ndarray:
         self.names()
         data_start = self._data_start
-        with open(self.path, "rb") as handle:
+        with _open_binary(self.path) as handle:
             handle.seek(data_start)
             cut, total = _block_ends(handle, data_start, rows_per_block)
         self._offsets = np.concatenate([[data_start], cut]).astype(np.int64)
@@ -212,7 +242,7 @@ class CsvSource(Source):
         import pyarrow.csv as pacsv
 
         start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
-        with open(self.path, "rb") as handle:
+        with _open_binary(self.path) as handle:
             try:
                 # Parse the block's bytes piece by piece (about 1 MB of text at a time) rather
                 # than reading it whole: text and parsed columns together cost ~4x the floats.

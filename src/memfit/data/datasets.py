@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from memfit.budget import Budget
+from memfit.data._files import follow_umask
 from memfit.errors import BudgetError, DataError, require
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -237,6 +238,7 @@ class ArrayStore(Dataset):
         limit = _size(shard_bytes, "shard_bytes")
         target.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        follow_umask(building)  # mkdtemp makes it 0700; the store should read like any folder
         try:
             meta = _ShardWriter(building, limit).write_all(_chunks(arrays))
             (building / _META).write_text(json.dumps(meta))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from memfit.data._callable_module import make_module_callable
+from memfit.data._files import temporary_beside
 from memfit.data._shrink_check import compare
 from memfit.data._shrink_columns import ColumnPlan, FitOptions, cast_column, fit_column
 from memfit.data._shrink_memory import deep_bytes, object_strings
@@ -237,7 +237,7 @@ class ShrinkPlan:
         """Write the plan as JSON, atomically (a temporary file renamed into place)."""
         path = Path(path)
         text = self.to_json()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temporary_beside(path)
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)

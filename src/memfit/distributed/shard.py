@@ -91,25 +91,23 @@ def step(
     `sync_each_micro_batch=True` reduce-scatters every time and keeps only
     gradient shards: less memory, more communication. Returns the loss of the
     whole global batch (averaged over ranks), as a single process would see it.
+    It runs memfit's one training step (`memfit.measure.step.TrainingStep`).
     """
-    from torch.distributed.fsdp import FSDPModule
+    from memfit.measure.step import StepSettings, TrainingStep, loss_of
 
     if accumulation_steps < 1 or inputs.shape[0] % accumulation_steps:
         raise DistributedError(
             f"a batch of {inputs.shape[0]} does not split into {accumulation_steps} equal "
             "micro-batches; pick accumulation_steps that divides the per-rank batch"
         )
-    sharded = isinstance(model, FSDPModule)
-    total = torch.zeros((), device=inputs.device)
-    micro = zip(inputs.chunk(accumulation_steps), targets.chunk(accumulation_steps), strict=True)
-    for i, (x, y) in enumerate(micro):
-        if sharded:
-            model.set_requires_gradient_sync(sync_each_micro_batch or i == accumulation_steps - 1)
-        loss = loss_fn(model(x), y) / accumulation_steps
-        loss.backward()
-        total += loss.detach().float()
-    optimizer.step()
-    optimizer.zero_grad()
+    micro = inputs.shape[0] // accumulation_steps
+    settings = StepSettings(
+        micro_batch_size=micro if accumulation_steps > 1 else None,
+        device=str(inputs.device),
+        reduce_every_micro_batch=sync_each_micro_batch,
+    )
+    total = TrainingStep(model, optimizer, loss_of(loss_fn), settings)((inputs, targets))
+    total = total.float().detach().clone()
     if dist.is_initialized():
         # gloo has no AVG reduction: sum, then divide.
         dist.all_reduce(total, op=dist.ReduceOp.SUM)

@@ -2,8 +2,8 @@
 
 glibc keeps freed blocks in its arenas and serves later allocations from them,
 so a step's RSS peak depends on what ran before it (the same step read 512, 78
-and 30 MiB in three runs). Making every block of 1 MiB or more its own mmap
-(M_MMAP_THRESHOLD) returns big tensors to the OS when they are freed, which makes
+and 30 MiB in three runs). Making every block of 128 KiB or more its own mmap
+(M_MMAP_THRESHOLD) returns tensors to the OS when they are freed, which makes
 the high-water mark repeatable. `MALLOC_MMAP_THRESHOLD_` does the same from the
 environment; `stabilize_allocator` sets it from inside a running process.
 """
@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
 from dataclasses import dataclass, field
 
 import psutil
 import torch
 
+from memfit.measure.allocator_env import STABLE_ENVIRONMENT, STABLE_MMAP_THRESHOLD, env_is_stable
+
+__all__ = ["STABLE_ENVIRONMENT", "ProcessPeak", "env_is_stable", "stabilize_allocator"]
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_STABLE_MMAP_THRESHOLD = 1 << 20
+_STABLE_MMAP_THRESHOLD = STABLE_MMAP_THRESHOLD
 
 
 def _libc():
@@ -159,6 +162,3 @@ def process_memory_bytes(device: str) -> int:
         return torch.cuda.memory_allocated()
     return current_rss_bytes()
 
-
-def env_is_stable() -> bool:
-    return os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None

@@ -40,6 +40,9 @@ class StepSettings:
     """Parameters are updated by hooks as their gradients arrive: no optimizer step after."""
     count_items: Callable[[Batch], Any] | None = None
     """Items a batch's loss averages over (see `Workload.count_items`); None: samples."""
+    reduce_every_micro_batch: bool = False
+    """Sharded models: reduce gradients after every micro-batch (less memory, more traffic)
+    instead of once after the last."""
 
 
 def autocast_context(precision: str, device: str):
@@ -115,7 +118,8 @@ class TrainingStep:
         total = None
         for index, (piece, weight) in enumerate(pieces):
             if sharded:
-                self.model.set_requires_gradient_sync(index == len(pieces) - 1)
+                last = index == len(pieces) - 1
+                self.model.set_requires_gradient_sync(last or s.reduce_every_micro_batch)
             with ExitStack() as stack:
                 for make in s.micro_batch_contexts:
                     stack.enter_context(make())

@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
 from memfit.measure.bytes import iter_storages
+from memfit.measure.timeline import MAX_SAMPLES, Timeline, thin
 
 CATEGORIES = ("parameters", "gradients", "optimizer", "activations", "other")
 PHASES = ("forward", "backward", "optimizer_step", "zero_grad")
@@ -54,12 +55,26 @@ class TrackerResult:
     phase_peaks: dict[str, int]
     module_activations: dict[str, int]
     module_forward_s: dict[str, float]
-    timeline: list[tuple[int, int]] = field(default_factory=list)
-    """(total live bytes, phase index) after each allocation or free, for charts."""
+    timeline: Timeline = field(default_factory=Timeline)
+    """Live bytes by category after each allocation or free (thinned when long), for charts;
+    iterating it gives `(total, phase index)` pairs."""
     start_bytes: int = 0
     """Live bytes registered before the step began (parameters, state, inputs)."""
     phase_categories: dict[str, dict[str, int]] = field(default_factory=dict)
     """Bytes per category at each phase's own peak (they add up to `phase_peaks`)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        # Code that rewrites the totals as plain `(total, phase)` pairs (the low-bit estimate
+        # moves every moment by the formula's optimizer bytes) keeps the split by category
+        # when the change is that one category's: see `Timeline.rebased`.
+        if name == "timeline" and not isinstance(value, Timeline):
+            current = self.__dict__.get("timeline")
+            value = (
+                current.rebased(list(value), self.categories)
+                if isinstance(current, Timeline)
+                else Timeline.from_pairs(list(value))
+            )
+        object.__setattr__(self, name, value)
 
 
 class MemoryTracker:
@@ -83,7 +98,12 @@ class MemoryTracker:
         self._module_activations: dict[str, int] = {}
         self._module_forward_s: dict[str, float] = {}
         self._keep_timeline = keep_timeline
-        self._timeline: list[tuple[int, int]] = []
+        # One row per allocation or free: (entry, +1 or -1, operation number, phase, module).
+        # Categories are read from the entries only at the end, once relabels are done.
+        self._events: list[tuple[_Entry, int, int, str, str]] = []
+        self._ops = 0
+        self._track_start_event: int | None = None
+        self._track_start_op = 0
         self._start_bytes: int | None = None
 
     @property
@@ -98,6 +118,9 @@ class MemoryTracker:
         self._phase = phase
         if self._total > self._phase_peaks.get(phase, 0):
             self._raise_phase_peak(phase)
+        if self._keep_timeline and self._track_start_event is not None:
+            # A moment with nothing changed, so the timeline shows where the phase began.
+            self._after_change(_Entry(0, "other", self._seq), 0)
 
     def _label_kept_forward_tensors(self) -> None:
         # Tensors made in forward and still alive when backward starts are held for it.
@@ -139,7 +162,7 @@ class MemoryTracker:
         self._refs[key] = weakref.finalize(storage, self._free, key)
         self._totals[category] += nbytes
         self._total += nbytes
-        self._after_change()
+        self._after_change(self._live[key], 1)
 
     def _free(self, key: int) -> None:
         entry = self._live.pop(key, None)
@@ -148,13 +171,13 @@ class MemoryTracker:
             return
         self._totals[entry.category] -= entry.nbytes
         self._total -= entry.nbytes
-        self._after_change()
+        self._after_change(entry, -1)
 
     def _raise_phase_peak(self, phase: str) -> None:
         self._phase_peaks[phase] = self._total
         self._phase_snapshots[phase] = (self._seq, dict(self._totals))
 
-    def _after_change(self) -> None:
+    def _after_change(self, entry: _Entry, sign: int) -> None:
         phase = self.phase
         if self._total > self._phase_peaks.get(phase, 0):
             self._raise_phase_peak(phase)
@@ -164,7 +187,8 @@ class MemoryTracker:
             self._peak_phase = phase
             self._peak_categories = dict(self._totals)
         if self._keep_timeline:
-            self._timeline.append((self._total, PHASES.index(phase) if phase in PHASES else 0))
+            module = self._module_stack[-1] if self._module_stack else ""
+            self._events.append((entry, sign, self._ops, phase, module))
 
     def relabel(self, tensor: torch.Tensor, category: str, only_from: str | None = None) -> None:
         """Move a tensor's storages to `category` (a temporary that turned out to be a gradient)."""
@@ -224,6 +248,8 @@ class MemoryTracker:
                     handles.append(param.register_post_accumulate_grad_hook(self._grad_ready))
         if self._start_bytes is None:
             self._start_bytes = self._total
+            self._track_start_event = len(self._events)
+            self._track_start_op = self._ops
         mode = _TrackingMode(self)
         saved = torch.autograd.graph.saved_tensors_hooks(self._on_saved, _unpack)
         try:
@@ -255,12 +281,14 @@ class MemoryTracker:
         """
         if nbytes <= 0:
             return
+        self._seq += 1
+        entry = _Entry(nbytes, category, self._seq)
         self._totals[category] += nbytes
         self._total += nbytes
-        self._after_change()
+        self._after_change(entry, 1)
         self._totals[category] -= nbytes
         self._total -= nbytes
-        self._after_change()
+        self._after_change(entry, -1)
 
     def _grad_ready(self, param: torch.Tensor) -> None:
         if param.grad is not None:
@@ -312,10 +340,48 @@ class MemoryTracker:
             phase_peaks=dict(self._phase_peaks),
             module_activations=dict(self._module_activations),
             module_forward_s=dict(self._module_forward_s),
-            timeline=list(self._timeline),
+            timeline=self.timeline(),
             start_bytes=self._start_bytes or 0,
             phase_categories={k: dict(v) for k, (_, v) in self._phase_snapshots.items()},
         )
+
+    def timeline(self, max_samples: int = MAX_SAMPLES) -> Timeline:
+        """The step from the start of `track` on: live bytes by category, thinned when long."""
+        start = self._track_start_event or 0
+        events = self._events
+        # Totals per event first (cheap), to choose the moments worth keeping.
+        total = 0
+        totals: list[int] = []
+        for entry, sign, *_ in events:
+            total += sign * entry.nbytes
+            totals.append(total)
+        step = totals[start:] if start < len(totals) else []
+        if not step:
+            return Timeline()
+        peak = max(range(len(step)), key=step.__getitem__)
+        phase_starts = {
+            i for i in range(1, len(step)) if events[start + i][3] != events[start + i - 1][3]
+        }
+        keep = thin(step, {peak, *phase_starts}, max_samples)
+        # Then replay with each tensor's final category, reading the kept moments.
+        live = dict.fromkeys(CATEGORIES, 0)
+        samples = []
+        wanted = iter(keep)
+        next_kept = next(wanted, None)
+        first_op = self._track_start_op
+        modules = []
+        for i, (entry, sign, op, phase, module) in enumerate(events):
+            live[entry.category] += sign * entry.nbytes
+            if i - start == next_kept:
+                samples.append(
+                    (op - first_op, PHASES.index(phase) if phase in PHASES else 0, dict(live))
+                )
+                modules.append(module)
+                next_kept = next(wanted, None)
+        out = Timeline.from_samples(samples, events=len(step))
+        out.modules = modules
+        out.operations = self._ops - first_op
+        return out
 
 
 class _TrackingMode(TorchDispatchMode):
@@ -324,6 +390,7 @@ class _TrackingMode(TorchDispatchMode):
         self.tracker = tracker
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.tracker._ops += 1
         out = func(*args, **(kwargs or {}))
         tree_map_only(torch.Tensor, self.tracker._on_output, out)
         return out

@@ -19,8 +19,10 @@ from memfit.planning.inputs import (
     measure_more,
 )
 from memfit.planning.notes import compose_notes
-from memfit.planning.search import SearchResult, search
+from memfit.planning.search import SearchResult, evaluate, search
 from memfit.planning.types import Candidate, Plan, PlanSettings
+from memfit.techniques.base import LOSSY, SLOW, TechniqueConfig
+from memfit.techniques.registry import of
 from memfit.timing import StepTimeModel
 from memfit.workload import Workload, load_workload
 
@@ -32,6 +34,7 @@ __all__ = [
     "PlanSettings",
     "build_plan",
     "plan",
+    "predict",
 ]
 
 
@@ -103,6 +106,54 @@ def plan(
                 ctx = more
                 result = search(ctx, runs, bar)
     return build_plan(ctx, result, workload, state_dir)
+
+
+def predict(
+    workload: Workload | str,
+    configs: Iterable[TechniqueConfig],
+    budget: Budget | str = "1TB",
+    batch_size: int | None = None,
+    *,
+    optimizer: str | None = None,
+    device: str = "cpu",
+    reserve_bytes: int | None = 0,
+    nodes: int = 1,
+    time_model: StepTimeModel | None = None,
+) -> Candidate:
+    """The planner's prediction for one combination of technique settings, chosen by hand.
+
+    The same fake-tensor run and effects the search uses, for the settings given (they
+    need not fit, or be what the planner would choose).
+
+        >>> from memfit import zoo
+        >>> from memfit.techniques.accumulation import MicroBatchConfig
+        >>> w = zoo.get("mlp", depth=4, width=256, inputs=256)
+        >>> whole = predict(w, [], batch_size=2048)
+        >>> micro = predict(w, [MicroBatchConfig(micro_batch_size=256)], batch_size=2048)
+        >>> micro.predicted_peak_bytes < whole.predicted_peak_bytes
+        True
+    """
+    workload = load_workload(workload)
+    budget = Budget.parse(budget)
+    request = PlanRequest(
+        batch_size=batch_size or workload.default_batch_size,
+        optimizer=optimizer,
+        device=device,
+        room=budget.room(reserve_bytes),
+        nodes=nodes,
+    )
+    configs = tuple(configs)
+    if time_model is None:
+        time_model = StepTimeModel(
+            fixed_s=0.0, per_sample_s=0.0, optimizer_s=0.0, source="not needed"
+        )
+    ctx = gather(workload, request, time_model=time_model, calibrate=True)
+    kinds = {of(c).kind for c in configs}
+    if kinds & {LOSSY}:
+        ctx = measure_more(ctx, "lossy")
+    if kinds & {SLOW}:
+        ctx = measure_more(ctx, "slow")
+    return evaluate(ctx, FakeRuns(workload, request), configs)
 
 
 def build_plan(

@@ -26,10 +26,12 @@ from memfit.measure.bytes import tensors_bytes
 from memfit.measure.step import batch_tensors
 from memfit.memory_profile import MemoryProfile
 from memfit.optim import build_optimizer
+from memfit.planning.scratch import KernelScratch, measure_kernel_scratch
 from memfit.techniques import checkpointing as ckpt
 from memfit.techniques.accumulation import has_batch_statistics, micro_sizes
 from memfit.techniques.base import Prediction, TechniqueConfig
 from memfit.techniques.blocks import find_blocks
+from memfit.techniques.checkpointing import CheckpointConfig
 from memfit.techniques.lowbit import optimizer_kind
 from memfit.techniques.offload import DiskBandwidth
 from memfit.timing import StepTimeModel, build_time_model, probe_batches
@@ -89,7 +91,11 @@ class Measurements:
     time_model: StepTimeModel
     precision_slowdown: Mapping[str, float] = field(default_factory=dict)
     low_bit_slowdown: Mapping[int, float] = field(default_factory=dict)
+    low_bit_step_copies: Mapping[int, float] = field(default_factory=dict)
+    """fp32 copies of the largest parameter each low-bit step holds at once."""
     disk_bandwidth: DiskBandwidth | None = None
+    kernel_scratch: KernelScratch | None = None
+    """Memory kernels take outside tensors, by phase and micro-batch (None: not measured)."""
 
 
 @dataclass(frozen=True)
@@ -159,8 +165,12 @@ def gather(
     request: PlanRequest,
     *,
     time_model: StepTimeModel | None = None,
+    calibrate: bool | None = None,
 ) -> PlanContext:
     """Estimate the plain step, read the model's facts, and time the step when it must change.
+
+    `calibrate` measures the kernels' own scratch memory on real passes (default: when
+    the step was timed on real passes, that is when it must change and runs here).
 
     Measurements only lossy or slow techniques need come later, from `measure_more`,
     when the exact ones were not enough.
@@ -175,12 +185,20 @@ def gather(
         if time_model is None:
             needs_help = not request.room.fits(baseline.peak_bytes)
             time_model = _time_model(workload, facts, request, baseline, needs_help)
+        scratch = None
+        if calibrate is None:
+            calibrate = time_model.source == "measured"
+        if calibrate and baseline.peak_bytes < 0.25 * psutil.virtual_memory().available:
+            # The model runs here: its kernels' own memory can be measured too.
+            units = CheckpointConfig(modules=facts.units) if facts.units else None
+            sizes = probe_batches(request.batch_size)[-2:]
+            scratch = measure_kernel_scratch(workload, request.device, sizes, units)
         bar.advance()
     return PlanContext(
         workload_name=workload.name,
         request=request,
         facts=facts,
-        measurements=Measurements(time_model=time_model),
+        measurements=Measurements(time_model=time_model, kernel_scratch=scratch),
         baseline=baseline,
     )
 
@@ -194,7 +212,7 @@ def measure_more(ctx: PlanContext, stage: str, *, state_dir: str | None = None) 
     low-bit slowdowns; `slow`: the disk's bandwidth)."""
     from memfit.techniques.lowbit import unsupported_reason
     from memfit.techniques.precision import measured_slowdown
-    from memfit.timing import low_bit_step_slowdown
+    from memfit.timing import low_bit_step_copies, low_bit_step_slowdown
 
     req, facts, m = ctx.request, ctx.facts, ctx.measurements
     changes: dict[str, Any] = {}
@@ -206,6 +224,9 @@ def measure_more(ctx: PlanContext, stage: str, *, state_dir: str | None = None) 
         if unsupported_reason(facts.optimizer_kind, facts.optimizer_groups) is None:
             changes["low_bit_slowdown"] = {
                 bits: low_bit_step_slowdown(bits, req.device) for bits in (8, 4)
+            }
+            changes["low_bit_step_copies"] = {
+                bits: low_bit_step_copies(bits, req.device) for bits in (8, 4)
             }
     if stage == "slow" and req.allow_offload and facts.optimizer_kind in ("adam", "adamw"):
         from memfit.techniques.offload import measure_disk_bandwidth

@@ -50,6 +50,11 @@ def search(ctx: PlanContext, runs: FakeRuns, progress=None) -> SearchResult:
     return _Search(ctx, runs, progress).run()
 
 
+def evaluate(ctx: PlanContext, runs: FakeRuns, configs: Iterable[TechniqueConfig]) -> Candidate:
+    """One combination's prediction, as the search makes it (whether or not it fits)."""
+    return _Search(ctx, runs).evaluate(tuple(configs), record=False)
+
+
 class _Search:
     def __init__(self, ctx: PlanContext, runs: FakeRuns, progress=None):
         self.ctx = ctx
@@ -75,18 +80,26 @@ class _Search:
         settings = PlanSettings(self.batch, tuple(configs) + self._missing_given(configs))
         if record and settings in self.considered:
             return self.considered[settings]
-        fake = tuple(c for c in settings.configs if of(c).on_fake)
-        prediction = self.runs.prediction(fake)
-        prediction = Prediction(prediction.phases, self.base_time)
-        for config in settings.configs:
-            prediction = of(config).effect(config, prediction, self.ctx)
+        prediction = self.predict(settings)
         base_s = self.base_time.step_s
-        candidate = Candidate(
-            settings, prediction, self.room.fits(prediction.peak_bytes), base_s, self.timed
-        )
+        fits = self.room.fits(max(prediction.peak_bytes, prediction.process_peak_bytes))
+        candidate = Candidate(settings, prediction, fits, base_s, self.timed)
         if record:
             self.considered[settings] = candidate
         return candidate
+
+    def predict(self, settings: PlanSettings) -> Prediction:
+        """The fake run of the settings' on-fake techniques, folded through every effect."""
+        fake = tuple(c for c in settings.configs if of(c).on_fake)
+        scratch = self.ctx.measurements.kernel_scratch
+        prediction = Prediction(
+            self.runs.prediction(fake).phases,
+            self.base_time,
+            scratch.at(settings.micro_batch_size, bool(settings.checkpointed)) if scratch else {},
+        )
+        for config in settings.configs:
+            prediction = of(config).effect(config, prediction, self.ctx)
+        return prediction
 
     def _missing_given(self, configs: Iterable[TechniqueConfig]) -> tuple[TechniqueConfig, ...]:
         names = {c.technique for c in configs}
@@ -265,13 +278,9 @@ class _Search:
         return of(probe).conflicts(probe, by_name, self.ctx) is None
 
     def _fits_on(self, configs, ranks: int) -> bool:
-        sharded = [*configs, ShardingConfig(nodes=ranks)]
-        settings = PlanSettings(self.batch, tuple(sharded))
-        fake = tuple(c for c in settings.configs if of(c).on_fake)
-        prediction = Prediction(self.runs.prediction(fake).phases, self.base_time)
-        for config in settings.configs:
-            prediction = of(config).effect(config, prediction, self.ctx)
-        return self.room.fits(prediction.peak_bytes)
+        settings = PlanSettings(self.batch, (*configs, ShardingConfig(nodes=ranks)))
+        prediction = self.predict(settings)
+        return self.room.fits(max(prediction.peak_bytes, prediction.process_peak_bytes))
 
 
 def fastest(candidates: Sequence[Candidate]) -> Candidate | None:

@@ -118,6 +118,11 @@ class Candidate:
         return self.prediction.peak_bytes
 
     @property
+    def predicted_process_peak_bytes(self) -> int:
+        """With the kernels' own scratch memory (as the process or CUDA allocator sees it)."""
+        return max(self.prediction.peak_bytes, self.prediction.process_peak_bytes)
+
+    @property
     def peak_phase(self) -> str:
         return self.prediction.peak_phase
 
@@ -142,6 +147,7 @@ class Candidate:
             "optimizer_state": fields["optimizer_state"],
             "techniques": self.settings.techniques,
             "predicted_peak_bytes": int(self.predicted_peak_bytes),
+            "predicted_process_peak_bytes": int(self.predicted_process_peak_bytes),
             "predicted_time_overhead": round(self.predicted_time_overhead, 4),
             "fits": self.fits,
             "exact": self.settings.exact,
@@ -227,7 +233,7 @@ class Plan:
 
     @property
     def shortfall_bytes(self) -> int:
-        return max(0, self.predicted_peak_bytes - self.usable_bytes)
+        return max(0, self.chosen.predicted_process_peak_bytes - self.usable_bytes)
 
     def with_settings(self, settings: PlanSettings) -> Plan:
         """The same plan with other settings (predictions are not recomputed: for tests
@@ -265,6 +271,7 @@ class Plan:
             "device": self.device,
             "baseline_peak_bytes": int(self.baseline_peak_bytes),
             "predicted_peak_bytes": int(self.predicted_peak_bytes),
+            "predicted_process_peak_bytes": int(self.chosen.predicted_process_peak_bytes),
             "shortfall_bytes": int(self.shortfall_bytes),
             "peak_phase": self.chosen.peak_phase,
             "predicted_categories": self.chosen.prediction.categories,

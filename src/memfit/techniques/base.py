@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 PHASES = ("forward", "backward", "optimizer_step", "zero_grad")
 CATEGORIES = ("parameters", "gradients", "optimizer", "activations", "other")
 
+ADAM_STEP_TEMPORARY_COPIES = 2
+"""fp32 copies of the largest parameter alive at once in an Adam step that updates one
+parameter at a time: torch's single-tensor Adam (the square root and the quotient of its
+denominator) and torchao's compiled low-bit step both measured about two here."""
+
 EXACT, LOSSY, SLOW, LEARNS = "exact", "lossy", "slow", "learns-differently"
 """Kinds of technique, in the order the planner prefers them (see `Technique.kind`)."""
 
@@ -90,10 +95,20 @@ class Prediction:
 
     phases: Mapping[str, Mapping[str, int]]
     time: TimeParts = TimeParts()
+    scratch: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Bytes kernels take outside tensors in each phase (measured: `planning.scratch`)."""
 
     @property
     def phase_peaks(self) -> dict[str, int]:
         return {phase: int(sum(cats.values())) for phase, cats in self.phases.items()}
+
+    @property
+    def process_peak_bytes(self) -> int:
+        """The peak with kernels' own scratch memory: what the process itself will hold."""
+        return max(
+            (peak + self.scratch.get(phase, 0) for phase, peak in self.phase_peaks.items()),
+            default=0,
+        )
 
     @property
     def peak_phase(self) -> str:

@@ -28,6 +28,7 @@ import torch
 
 from memfit.errors import MissingDependencyError, TechniqueError
 from memfit.techniques.base import (
+    ADAM_STEP_TEMPORARY_COPIES,
     LOSSY,
     Prediction,
     Technique,
@@ -116,16 +117,15 @@ class LowBitState(Technique):
     def effect(self, config: LowBitStateConfig, prediction: Prediction, ctx: PlanContext):
         new_state = low_bit_state_bytes(ctx.facts.trainable_parameters, f"adam{config.state}")
         # Both steps update one parameter at a time, so their temporaries peak at the
-        # largest parameter; torchao's keeps more fp32 copies of it than torch's Adam.
-        extra_temporaries = (
-            LOW_BIT_STEP_TEMPORARIES - TORCH_ADAM_STEP_TEMPORARIES
-        ) * ctx.facts.largest_parameter_bytes
+        # largest one; the low-bit step's count of fp32 copies is measured on the device.
+        copies = ctx.measurements.low_bit_step_copies.get(config.bits, ADAM_STEP_TEMPORARY_COPIES)
+        extra = int((copies - ADAM_STEP_TEMPORARY_COPIES) * ctx.facts.largest_parameter_bytes)
 
         def swap(phase: str, cats: dict[str, int]) -> None:
             if cats["optimizer"]:
-                if phase == "optimizer_step":
-                    cats["other"] += extra_temporaries
                 cats["optimizer"] = new_state
+                if phase == "optimizer_step":
+                    cats["other"] = max(0, cats["other"] + extra)
 
         slowdown = ctx.measurements.low_bit_slowdown.get(config.bits, 1.0)
         return prediction.map_phases(swap).with_time(
@@ -149,14 +149,6 @@ class LowBitState(Technique):
 
     def plan_name(self, config: LowBitStateConfig) -> str:
         return f"{config.state}-optimizer-state"
-
-
-LOW_BIT_STEP_TEMPORARIES = 6
-"""fp32 copies of the largest parameter alive in torchao's per-parameter update: the
-dequantized moments, the squared gradient, the denominator and the new value (read off
-`single_param_adam`); an upper bound, since the compiler fuses some of them."""
-TORCH_ADAM_STEP_TEMPORARIES = 1
-"""The same for torch's single-tensor Adam, which the fake run measured: the denominator."""
 
 
 def unsupported_reason(kind: str, groups: Sequence[dict[str, Any]], ctx=None) -> str | None:

@@ -50,7 +50,14 @@ from memfit.techniques._offload_optimizer import (
     state_names,
 )
 from memfit.techniques._offload_store import ELEMENT_BYTES
-from memfit.techniques.base import SLOW, Prediction, Technique, TechniqueConfig, Training
+from memfit.techniques.base import (
+    ADAM_STEP_TEMPORARY_COPIES,
+    SLOW,
+    Prediction,
+    Technique,
+    TechniqueConfig,
+    Training,
+)
 
 if TYPE_CHECKING:
     from memfit.planning.inputs import PlanContext
@@ -139,7 +146,10 @@ def effect(
     n_states = len(state_names(amsgrad))
     windows = n_states + (1 if offload_gradients else 0)
     chunk = min(numel, chunk_elements(max_resident_bytes, windows))
-    optimizer_resident = chunk * (windows * ELEMENT_BYTES + TEMPORARY_BYTES_PER_ELEMENT)
+    # The update runs parameter by parameter inside a chunk: its temporaries are sized by
+    # the largest piece, at most the largest parameter.
+    piece = chunk if largest_parameter_bytes is None else min(chunk, largest_parameter_bytes // 4)
+    optimizer_resident = chunk * windows * ELEMENT_BYTES + piece * TEMPORARY_BYTES_PER_ELEMENT
     optimizer_resident += RESERVED_BYTES + windows * PAGE_BYTES
     state_bytes = n_states * parameter_bytes
     gradient_resident = (
@@ -212,16 +222,21 @@ class OffloadState(Technique):
         return [OffloadStateConfig(max_resident_bytes=s) for s in sizes]
 
     def effect(self, config: OffloadStateConfig, prediction: Prediction, ctx: PlanContext):
+        largest = ctx.facts.largest_parameter_bytes
         eff = effect(
             ctx.facts.parameter_bytes,
             "adamw",
             config.max_resident_bytes,
             bandwidth=ctx.measurements.disk_bandwidth,
+            largest_parameter_bytes=largest,
         )
 
         def to_disk(phase: str, cats: dict[str, int]) -> None:
-            # On disk between steps; during the step, one bounded window at a time.
+            # On disk between steps; during the step, one bounded window at a time, whose
+            # temporaries replace those of the in-memory step the fake run measured.
             cats["optimizer"] = eff.optimizer_resident_bytes if phase == "optimizer_step" else 0
+            if phase == "optimizer_step":
+                cats["other"] = max(0, cats["other"] - ADAM_STEP_TEMPORARY_COPIES * largest)
 
         return prediction.map_phases(to_disk).with_time(
             extra_s=prediction.time.extra_s + eff.extra_seconds_per_step
