@@ -5,7 +5,8 @@ import torch
 
 from memfit import zoo
 from memfit.errors import WorkloadError
-from memfit.workload import Workload, load_workload, parse_overrides
+from memfit.specs import load_workload, parse_overrides
+from memfit.workload import Workload
 
 
 def test_overrides_are_typed():

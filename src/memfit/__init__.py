@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Budget": "memfit.budget",
     "Workload": "memfit.workload",
-    "load_workload": "memfit.workload",
+    "load_workload": "memfit.specs",
     "MemoryProfile": "memfit.memory_profile",
     "ModuleRow": "memfit.memory_profile",
     "profile": "memfit.measure.profile",

@@ -1,19 +1,13 @@
-"""Workload: everything needed to run one training step, and model specs that name one.
+"""Workload: everything needed to run one training step.
 
-A model spec is `zoo:NAME[:key=value,...]`, `path/to/file.py:function[:key=value,...]` or
-`package.module:function[:key=value,...]`. The function returns a `Workload`, or an
-`nn.Module` that is turned into one with `input_shape`.
+Model specs that name one (`zoo:mlp`, `hf:gpt2`, `file.py:function`...) are resolved
+by `memfit.specs`; a Workload itself knows nothing of them.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,137 +109,12 @@ def first_tensor(output: Any) -> torch.Tensor:
     raise WorkloadError(f"the model returned {type(output).__name__} with no tensor in it")
 
 
-def _mean_square_loss(output: Any, _targets: Any) -> torch.Tensor:
-    # A user module with no known target: any scalar that depends on every output
-    # element gives the same backward memory as a real loss.
-    return first_tensor(output).float().pow(2).mean()
-
-
-def workload_from_module(
-    build: Callable[[], nn.Module], input_shape: tuple[int, ...], name: str, dtype=torch.float32
-) -> Workload:
-    """Wrap a bare module factory: random inputs of `(batch, *input_shape)`."""
-
-    def make_batch(batch_size: int, device: torch.device | str = "cpu") -> Batch:
-        x = torch.randn(batch_size, *input_shape, device=device, dtype=dtype)
-        return x, None
-
-    return Workload(
-        name=name,
-        build_model=build,
-        make_batch=make_batch,
-        loss_fn=_mean_square_loss,
-        description=f"user module with input shape {tuple(input_shape)}",
-        config={"input_shape": list(input_shape)},
-    )
-
-
-def parse_overrides(text: str) -> dict[str, Any]:
-    """`depth=32,width=2048,act=gelu` -> {'depth': 32, 'width': 2048, 'act': 'gelu'}."""
-    overrides: dict[str, Any] = {}
-    if not text:
-        return overrides
-    for item in text.split(","):
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise WorkloadError(f"cannot read override {item!r}: write key=value, comma separated")
-        overrides[key.strip().replace("-", "_")] = _parse_value(raw.strip())
-    return overrides
-
-
-def _parse_value(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def call_with_overrides(factory: Callable[..., Any], overrides: dict[str, Any], what: str) -> Any:
-    """Call `factory(**overrides)`, refusing unknown keys with the list of valid ones."""
-    params = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in overrides if k not in params]
-    if unknown and not takes_any:
-        valid = (
-            ", ".join(
-                f"{n}={p.default!r}"
-                for n, p in params.items()
-                if p.default is not inspect.Parameter.empty
-            )
-            or "none"
-        )
-        raise WorkloadError(f"{what} has no setting {', '.join(unknown)}; valid settings: {valid}")
-    try:
-        return factory(**overrides)
-    except (TypeError, ValueError) as exc:
-        raise WorkloadError(f"{what} cannot be built with {overrides}: {exc}") from exc
-
-
 def load_workload(spec: str | Workload, input_shape: tuple[int, ...] | None = None) -> Workload:
-    """Resolve a model spec (see the module docstring) to a Workload."""
-    if isinstance(spec, Workload):
-        return spec
-    if spec.startswith("zoo:"):
-        from memfit import zoo
+    """Resolve a model spec (`zoo:`, `hf:`, `timm:`, `file.py:fn`, `pkg.mod:fn`) to a Workload.
 
-        name, _, override_text = spec[4:].partition(":")
-        return zoo.get(name, **parse_overrides(override_text))
-    target, override_text = _split_target(spec)
-    factory = _import_function(target)
-    result = call_with_overrides(factory, parse_overrides(override_text), target)
-    if isinstance(result, Workload):
-        return result
-    if isinstance(result, nn.Module):
-        if not input_shape:
-            raise WorkloadError(
-                f"{target} returned an nn.Module; give its input shape without the batch "
-                "dimension, e.g. --input-shape 3,32,32, or return a memfit.Workload"
-            )
-        module = result
-        return workload_from_module(lambda: module, tuple(input_shape), name=target)
-    raise WorkloadError(
-        f"{target} returned {type(result).__name__}; it must return a memfit.Workload or an nn.Module"
-    )
+    The specs live in `memfit.specs`; this name stays here because a Workload is what
+    they resolve to.
+    """
+    from memfit.specs import load_workload as resolve
 
-
-def _split_target(spec: str) -> tuple[str, str]:
-    # `path/file.py:function:overrides` or `pkg.mod:function:overrides`.
-    parts = spec.split(":")
-    if len(parts) < 2 or not parts[1]:
-        raise WorkloadError(
-            f"cannot read model {spec!r}: use zoo:NAME (see `memfit profile --help`), "
-            "path/to/file.py:function or package.module:function"
-        )
-    return f"{parts[0]}:{parts[1]}", ":".join(parts[2:])
-
-
-def _import_function(target: str) -> Callable[..., Any]:
-    location, _, func_name = target.rpartition(":")
-    if location.endswith(".py"):
-        path = Path(location)
-        if not path.is_file():
-            raise WorkloadError(f"model file {location} does not exist")
-        module_name = f"_memfit_user_{path.stem}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as exc:
-            raise WorkloadError(
-                f"importing {location} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-    else:
-        try:
-            module = importlib.import_module(location)
-        except ImportError as exc:
-            raise WorkloadError(f"cannot import module {location}: {exc}") from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise WorkloadError(f"{location} has no function {func_name}")
-    return func
+    return resolve(spec, input_shape)

@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 import warnings
 
 from memfit.errors import MemfitError
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except MemfitError as exc:
+        if os.environ.get("MEMFIT_DEBUG"):
+            traceback.print_exception(exc)
         print(f"memfit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

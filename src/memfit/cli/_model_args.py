@@ -9,7 +9,9 @@ from memfit.errors import WorkloadError
 
 ZOO_HELP = (
     "zoo:NAME[:key=value,...] (mlp, cnn, resnet18, wrn-28-2, transformer, llama, llama-7b), "
-    "path/to/file.py:function or package.module:function"
+    "hf:NAME[:key=value,...] (a Hugging Face model type, checkpoint name such as gpt2 or "
+    "meta-llama/Llama-2-7b-hf, or a folder with config.json; built from its config, no "
+    "weights), timm:NAME, path/to/file.py:function or package.module:function"
 )
 OPTIMIZER_HELP = {
     "sgd": "SGD with momentum (one buffer per parameter)",

@@ -46,6 +46,13 @@ def add_parser(sub) -> None:
         default=None,
         help="memory kept for the runtime itself (default 400MB on CPU, 1GB on GPU)",
     )
+    parser.add_argument(
+        "--emit",
+        choices=["hf-trainer", "lightning"],
+        default=None,
+        help="also print the plan as Python: TrainingArguments for Hugging Face Trainer, "
+        "or a Lightning Trainer with memfit's callback",
+    )
     add_html_report_flag(parser)
     add_json_flag(parser)
     parser.set_defaults(run=run)
@@ -60,6 +67,8 @@ def run(args) -> int:
         raise PlanError(
             "the planner chooses the precision itself; drop --precision (use --exact to keep fp32)"
         )
+    if args.emit and args.json:
+        raise PlanError("--emit prints Python, --json one JSON object: give one of them")
     if args.verify and args.nodes > 1:
         raise PlanError(
             "--verify runs one process; check a sharded plan under torchrun with "
@@ -102,6 +111,10 @@ def run(args) -> int:
         print_plan(the_plan, console)
         if verification is not None:
             console.print(verification.line())
+    if args.emit:
+        from memfit.integrations import emit_code
+
+        print(emit_code(args.emit, the_plan, args.model))
     if args.report:
         from memfit.cli.report import write_plan_report_for
 

@@ -20,6 +20,7 @@ from torch._subclasses.fake_tensor import (
 
 from memfit.device import check_device
 from memfit.errors import EstimateError, MemfitError
+from memfit.estimator.fake_build import build_fake_model
 from memfit.estimator.lowbit import LOW_BIT, low_bit_state_bytes
 from memfit.measure.profile import (
     _check_precision,
@@ -84,8 +85,7 @@ def estimate(
     try:
         with FakeTensorMode(allow_non_fake_inputs=False):
             torch.manual_seed(0)
-            with torch.device(device):
-                model = workload.build_model()
+            model = build_fake_model(workload, device)
             model.train()
             if prepare is not None:
                 prepare(model)

@@ -148,7 +148,15 @@ def micro_batches(
         total = total.clamp(min=1)
     elif total == 0:
         total = 1
-    return [(piece, count / total) for (piece, _), count in zip(pieces, counts, strict=True)]
+    weighted = [(piece, count / total) for (piece, _), count in zip(pieces, counts, strict=True)]
+    # A micro-batch with no label that counts adds nothing to the mean, but a loss that
+    # averages over its labels is 0/0 = NaN there, and NaN * 0 is still NaN: leave it out.
+    counted = [
+        (piece, weight)
+        for (piece, weight), count in zip(weighted, counts, strict=True)
+        if bool(count != 0)
+    ]
+    return counted or weighted
 
 
 def split_batch(batch: Any, micro_batch_size: int) -> list[tuple[Any, int]]:

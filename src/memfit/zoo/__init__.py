@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from memfit.errors import WorkloadError
-from memfit.workload import Workload, call_with_overrides
+from memfit.specs._overrides import call_with_overrides
+from memfit.workload import Workload
 from memfit.zoo.cnn import cnn
 from memfit.zoo.llama import llama, llama_7b
 from memfit.zoo.mlp import mlp
