@@ -136,3 +136,31 @@ def test_time_model_interpolates_below_its_line():
     assert 0.05 < tm.pass_s(8) < 0.16
     assert tm.forward_backward_s(128, 1) == pytest.approx(128 * 0.05)
     assert tm.forward_backward_s(128, 128) == pytest.approx(1.28)
+
+
+def test_the_search_is_a_function_of_its_inputs():
+    from memfit.budget import Budget
+    from memfit.planning import build_plan
+    from memfit.planning.inputs import FakeRuns, PlanRequest, gather, measure_more
+    from memfit.planning.search import search
+
+    w = zoo.get("transformer", layers=2, d_model=128, heads=4, seq_len=64, vocab=500)
+    request = PlanRequest(
+        batch_size=32, optimizer=None, device="cpu", room=Budget.parse("25MB").room(0)
+    )
+    ctx = measure_more(gather(w, request), "lossy")
+    plans = [build_plan(ctx, search(ctx, FakeRuns(w, request)), w, None) for _ in range(2)]
+    assert plans[0].to_dict() == plans[1].to_dict()
+    assert plans[0].settings == plans[1].settings and plans[0].fits
+    # And the measuring is all in `gather`: given the same time model, plan() agrees too.
+    again = plan(w, "25MB", batch_size=32, reserve_bytes=0, time_model=ctx.measurements.time_model)
+    assert again.settings == plans[0].settings
+
+
+def test_min_nodes_is_given_whenever_nothing_fits():
+    w = zoo.get("mlp", depth=16, width=1024, inputs=1024)
+    p = plan(w, "120MB", batch_size=8, exact=True, reserve_bytes=0, allow_offload=False)
+    assert not p.fits and p.min_nodes is not None and p.min_nodes > 1
+    args = dict(batch_size=8, exact=True, reserve_bytes=0, allow_offload=False)
+    assert plan(w, "120MB", nodes=p.min_nodes, **args).fits
+    assert not plan(w, "120MB", nodes=p.min_nodes - 1, **args).fits

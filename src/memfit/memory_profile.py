@@ -51,6 +51,9 @@ class MemoryProfile:
     step_time_s: float | None = None
     phase_categories: dict[str, dict[str, int]] = field(default_factory=dict)
     """Bytes per category at each phase's own peak."""
+    reserved_peak_bytes: int | None = None
+    """CUDA only: the caching allocator's reserved peak, as `torch.cuda.max_memory_reserved`
+    read it (measured) or as memfit's model of the allocator predicts it (estimated)."""
     config: dict[str, Any] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline, repr=False)
     """Live bytes by category over the step, in operation order (see `memfit.measure.timeline`)."""

@@ -55,7 +55,8 @@ def relax_allocator() -> None:
     tensors are then reused from the heap instead of mapped anew each time.
     """
     libc = _libc()
-    if libc is None or not hasattr(libc, "mallopt"):
+    if libc is None or not hasattr(libc, "mallopt") or env_is_stable():
+        # The process was started with the stable setting on purpose: keep it.
         return
     libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
     libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
@@ -113,6 +114,8 @@ class ProcessPeak:
     resettable: bool = True
     phase_peaks: dict[str, int] = field(default_factory=dict)
     """High-water mark of each phase, the mark reset as each phase begins."""
+    reserved_peak_bytes: int | None = None
+    """CUDA only: the caching allocator's reserved high-water mark (what runs out)."""
     _phase: str | None = None
 
     def next_phase(self, phase: str) -> None:
@@ -128,9 +131,15 @@ class ProcessPeak:
     def _close_phase(self) -> None:
         if self._phase is None:
             return
+        self._read_reserved()
         peak = self._read_peak()
         self.phase_peaks[self._phase] = max(self.phase_peaks.get(self._phase, 0), peak)
         self.peak_bytes = max(self.peak_bytes, peak)
+
+    def _read_reserved(self) -> None:
+        if self.device.startswith("cuda"):
+            reserved = torch.cuda.max_memory_reserved()
+            self.reserved_peak_bytes = max(self.reserved_peak_bytes or 0, reserved)
 
     def _read_peak(self) -> int:
         if self.device.startswith("cuda"):
@@ -150,6 +159,7 @@ class ProcessPeak:
 
     def stop(self) -> int:
         self._close_phase()
+        self._read_reserved()
         self._phase = None
         # Resetting per phase must not lose a peak that came between two readings.
         self.peak_bytes = max(self.peak_bytes, self._read_peak())

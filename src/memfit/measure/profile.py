@@ -104,6 +104,7 @@ def profile(
         rss_peak_bytes=process.peak_bytes,
         process_step_bytes=max(0, process.peak_bytes - non_tensor_bytes),
         step_time_s=step_s,
+        reserved_peak_bytes=process.reserved_peak_bytes,
         process_phase_peaks={
             k: max(0, v - non_tensor_bytes) for k, v in process.phase_peaks.items()
         },
@@ -122,6 +123,8 @@ def profile_from(
     **measured,
 ) -> MemoryProfile:
     """A MemoryProfile from a tracked step; `measured` adds the process-side readings."""
+    if measured.get("reserved_peak_bytes") is None:
+        measured["reserved_peak_bytes"] = result.reserved_peak_bytes
     return MemoryProfile(
         method=method,
         device=device,
@@ -162,6 +165,7 @@ def run_tracked_step(
         settings = StepSettings(precision=precision, device=device)
         step = TrainingStep.for_workload(workload, model, optimizer, settings)
     tracker = MemoryTracker()
+    tracker.model_cuda_allocator = str(device).startswith("cuda")
     tracker.register_model(model)
     if optimizer is not None:
         tracker.register_optimizer(optimizer)

@@ -62,6 +62,9 @@ class TrackerResult:
     """Live bytes registered before the step began (parameters, state, inputs)."""
     phase_categories: dict[str, dict[str, int]] = field(default_factory=dict)
     """Bytes per category at each phase's own peak (they add up to `phase_peaks`)."""
+    reserved_peak_bytes: int | None = None
+    """With `model_cuda_allocator`: what PyTorch's CUDA caching allocator would have
+    reserved for these allocations at its peak (`memfit.measure.cuda_allocator`)."""
 
     def __setattr__(self, name: str, value) -> None:
         # Code that rewrites the totals as plain `(total, phase)` pairs (the low-bit estimate
@@ -332,6 +335,20 @@ class MemoryTracker:
     def current_categories(self) -> dict[str, int]:
         return dict(self._totals)
 
+    model_cuda_allocator: bool = False
+    """Replay the allocations through a model of the CUDA caching allocator (needs the
+    timeline's events, kept by default)."""
+
+    def reserved_peak_bytes(self) -> int | None:
+        if not (self.model_cuda_allocator and self._keep_timeline):
+            return None
+        from memfit.measure.cuda_allocator import reserved_peak
+
+        events = (
+            (id(entry), entry.nbytes, sign) for entry, sign, *_ in self._events if entry.nbytes
+        )
+        return reserved_peak(events)[1]
+
     def result(self) -> TrackerResult:
         return TrackerResult(
             peak_bytes=self._peak,
@@ -343,6 +360,7 @@ class MemoryTracker:
             timeline=self.timeline(),
             start_bytes=self._start_bytes or 0,
             phase_categories={k: dict(v) for k, (_, v) in self._phase_snapshots.items()},
+            reserved_peak_bytes=self.reserved_peak_bytes(),
         )
 
     def timeline(self, max_samples: int = MAX_SAMPLES) -> Timeline:

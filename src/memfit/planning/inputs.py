@@ -289,14 +289,15 @@ class FakeRuns:
                 self.request.optimizer,
                 device=self.request.device,
                 techniques=configs,
-                optimizer_step=not configs or _changes_step(configs),
+                # On CUDA the whole step runs: the allocator's reserve depends on its order.
+                optimizer_step=not configs or _changes_step(configs) or self.request.on_cuda,
             )
         return self._runs[configs]
 
     def prediction(self, configs: tuple[TechniqueConfig, ...]) -> Prediction:
         prof = self.profile(configs)
         phases = {k: dict(v) for k, v in (prof.phase_categories or {}).items()}
-        if configs and not _changes_step(configs):
+        if configs and not _changes_step(configs) and not self.request.on_cuda:
             # The plain step's optimizer phases, with this run's (micro-)batch held in them;
             # micro-batching's effect adds the rest of the batch back.
             plain = self.profile(())
@@ -313,7 +314,10 @@ class FakeRuns:
                     phases[phase] = cats
         if not phases:
             phases = {prof.peak_phase: dict(prof.categories)}
-        return Prediction(phases=phases)
+        extra = 0
+        if prof.reserved_peak_bytes is not None:
+            extra = max(0, prof.reserved_peak_bytes - prof.peak_bytes)
+        return Prediction(phases=phases, reserved_extra=extra)
 
     def batch_bytes(self, size: int) -> int:
         if size not in self._batch_bytes:

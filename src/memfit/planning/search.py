@@ -92,10 +92,12 @@ class _Search:
         """The fake run of the settings' on-fake techniques, folded through every effect."""
         fake = tuple(c for c in settings.configs if of(c).on_fake)
         scratch = self.ctx.measurements.kernel_scratch
+        run = self.runs.prediction(fake)
         prediction = Prediction(
-            self.runs.prediction(fake).phases,
+            run.phases,
             self.base_time,
             scratch.at(settings.micro_batch_size, bool(settings.checkpointed)) if scratch else {},
+            run.reserved_extra,
         )
         for config in settings.configs:
             prediction = of(config).effect(config, prediction, self.ctx)

@@ -272,6 +272,11 @@ class Plan:
             "baseline_peak_bytes": int(self.baseline_peak_bytes),
             "predicted_peak_bytes": int(self.predicted_peak_bytes),
             "predicted_process_peak_bytes": int(self.chosen.predicted_process_peak_bytes),
+            "predicted_reserved_bytes": (
+                int(self.chosen.predicted_process_peak_bytes)
+                if str(self.device).startswith("cuda")
+                else None
+            ),
             "shortfall_bytes": int(self.shortfall_bytes),
             "peak_phase": self.chosen.peak_phase,
             "predicted_categories": self.chosen.prediction.categories,

@@ -97,6 +97,9 @@ class Prediction:
     time: TimeParts = TimeParts()
     scratch: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Bytes kernels take outside tensors in each phase (measured: `planning.scratch`)."""
+    reserved_extra: int = 0
+    """CUDA: what the caching allocator reserves above the tensors' peak (its rounding and
+    segments, `measure.cuda_allocator`); 0 on CPU."""
 
     @property
     def phase_peaks(self) -> dict[str, int]:
@@ -104,8 +107,9 @@ class Prediction:
 
     @property
     def process_peak_bytes(self) -> int:
-        """The peak with kernels' own scratch memory: what the process itself will hold."""
-        return max(
+        """The peak with kernels' own scratch memory and, on CUDA, the allocator's reserve
+        above the tensors: what the process itself will hold (what runs out)."""
+        return self.reserved_extra + max(
             (peak + self.scratch.get(phase, 0) for phase, peak in self.phase_peaks.items()),
             default=0,
         )
