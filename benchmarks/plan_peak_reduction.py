@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint_sequential
 
 from memfit import zoo
+from memfit.apply import apply_plan
 from memfit.measure.bytes import tensors_bytes
 from memfit.measure.process import ProcessPeak, relax_allocator, stabilize_allocator
 from memfit.optim import make_optimizer
@@ -115,9 +116,16 @@ def plain(workload):
 
 
 def from_settings(workload, settings: PlanSettings):
-    # PlannedStep.build reads only these three fields of a Plan.
-    the_plan = SimpleNamespace(settings=settings, device="cpu", state_dir=None)
-    return lambda model, opt: PlannedStep.build(the_plan, model, opt, workload.loss_fn)
+    # apply_plan reads only these fields of a Plan.
+    the_plan = SimpleNamespace(
+        settings=settings,
+        device="cpu",
+        state_dir=None,
+        batch_size=settings.batch_size,
+        workload=workload.name,
+        _workload=workload,
+    )
+    return lambda model, opt: apply_plan(the_plan, model, opt, workload.loss_fn)
 
 
 def tightest(p, exact: bool, max_overhead: float | None = None):

@@ -36,6 +36,8 @@ class Verification:
     measured_step_s: float
     """Best wall time of two untracked updates (other processes only make it slower)."""
     phase_peaks: dict[str, int] = field(default_factory=dict)
+    reserved_peak_bytes: int | None = None
+    """CUDA only: the caching allocator's reserved high-water mark (what runs out)."""
     allocator_stable: bool = True
     """False when RSS was read without `MALLOC_MMAP_THRESHOLD_` set at start-up: glibc may
     then hold freed memory and the process peak reads high."""
@@ -56,7 +58,8 @@ class Verification:
     def within_budget(self) -> bool:
         """Both peaks at most the budget less the runtime reserve (`Room.within`)."""
         room = self.plan.room
-        return room.within(self.tracker_peak_bytes) and room.within(self.process_peak_bytes)
+        peaks = [self.tracker_peak_bytes, self.process_peak_bytes, self.reserved_peak_bytes or 0]
+        return all(room.within(p) for p in peaks)
 
     def line(self) -> str:
         verdict = "inside" if self.within_budget else "OVER"
@@ -76,6 +79,7 @@ class Verification:
             "process_total_peak_bytes": int(self.process_total_peak_bytes),
             "measured_step_s": round(self.measured_step_s, 6),
             "predicted_step_s": round(self.predicted_step_s, 6),
+            "reserved_peak_bytes": self.reserved_peak_bytes,
             "within_budget": self.within_budget,
             "verified_steps": self.steps,
         }
@@ -129,6 +133,7 @@ def verify(
     )
     step = plan.apply(model, optimizer)
     tracker_peak = process_peak = total_peak = 0
+    reserved = None
     phases: dict[str, int] = {}
     times = []
     try:
@@ -151,6 +156,8 @@ def verify(
                 tracker_peak = max(tracker_peak, result.peak_bytes)
                 process_peak = max(process_peak, process.peak_bytes - non_tensor)
                 total_peak = max(total_peak, process.peak_bytes)
+                if process.reserved_peak_bytes is not None:
+                    reserved = max(reserved or 0, process.reserved_peak_bytes)
                 for k, v in result.phase_peaks.items():
                     phases[k] = max(phases.get(k, 0), v)
                 del batch
@@ -183,5 +190,6 @@ def verify(
         process_total_peak_bytes=total_peak,
         measured_step_s=min(times, default=0.0),
         phase_peaks=phases,
+        reserved_peak_bytes=reserved,
         allocator_stable=env_is_stable() or str(device).startswith("cuda"),
     )

@@ -148,7 +148,8 @@ def _wait_for_partial(proc, folder: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_leave_nothing_behind(tmp_path, table_csv, signum):
     src, dst = tmp_path / "big.csv", tmp_path / "out.parquet"
-    table_csv(src, 400_000)
+    # Long enough that the signal lands mid-conversion, even on an idle machine.
+    table_csv(src, 1_200_000)
     proc = _start(src, dst)
     _wait_for_partial(proc, tmp_path)
     proc.send_signal(signum)
