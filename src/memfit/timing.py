@@ -186,9 +186,11 @@ def _measured_model(
 
 def _flop_model(workload: Workload, units: list[str], device: str) -> StepTimeModel:
     batch = PROBE_BATCHES[-1]
+    from memfit.estimator.fake_build import build_fake_model
+
     with FakeTensorMode():
         torch.manual_seed(0)
-        model = workload.build_model()
+        model = build_fake_model(workload, device)
         root = type(model).__name__
         params = sum(p.numel() for p in model.parameters())
         with FlopCounterMode(display=False) as counter:

@@ -198,17 +198,10 @@ def _fresh_copy(model: nn.Module) -> nn.Module:
     Only shapes are copied (no data), so planning a big model costs no second copy of it.
     """
     import copy
-    from itertools import chain
 
     from torch._guards import detect_fake_mode
 
+    from memfit.estimator.fake_build import fake_copy
+
     mode = detect_fake_mode()
-    if mode is None:
-        return copy.deepcopy(model)
-    memo: dict[int, Any] = {}
-    for tensor in chain(model.parameters(), model.buffers()):
-        fake = mode.from_tensor(tensor)
-        memo[id(tensor)] = (
-            nn.Parameter(fake, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else fake
-        )
-    return copy.deepcopy(model, memo)
+    return copy.deepcopy(model) if mode is None else fake_copy(model, mode)

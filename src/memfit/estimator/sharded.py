@@ -50,10 +50,11 @@ def shard_profile(profile: MemoryProfile, nodes: int, workload: Workload) -> Mem
         return profile
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from memfit.estimator.fake_build import build_fake_model
     from memfit.techniques.blocks import find_blocks
 
     with FakeTensorMode():
-        blocks = [name for name, _ in find_blocks(workload.build_model())]
+        blocks = [name for name, _ in find_blocks(build_fake_model(workload, "cpu"))]
     block_bytes = largest_block_parameter_bytes(profile, blocks)
     cats = dict(profile.categories)
     grads_present = cats["gradients"] > 0

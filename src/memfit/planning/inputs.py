@@ -22,6 +22,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from memfit.budget import Room
 from memfit.estimator.fake import estimate
+from memfit.estimator.fake_build import build_fake_model
 from memfit.measure.bytes import tensors_bytes
 from memfit.measure.step import batch_tensors
 from memfit.memory_profile import MemoryProfile
@@ -113,7 +114,7 @@ class PlanContext:
 def read_facts(workload: Workload, request: PlanRequest) -> ModelFacts:
     """Facts of the model and its batches, read on fake tensors (nothing is allocated)."""
     with FakeTensorMode():
-        model = workload.build_model()
+        model = build_fake_model(workload, request.device)
         units = ckpt.candidate_units(model)
         modules = dict(model.named_modules())
         sequential = [
