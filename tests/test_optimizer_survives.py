@@ -4,10 +4,6 @@ hyper-parameters, and a learning-rate scheduler built on it, whatever the plan r
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -116,28 +112,8 @@ RANK_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_the_users_optimizer_survives_sharding(tmp_path):
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
-    out = tmp_path / "out.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--standalone",
-            str(script),
-            str(out),
-        ],
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
+def test_the_users_optimizer_survives_sharding(two_ranks):
+    report = two_ranks(RANK_SCRIPT)
     assert report == {
         "groups": 2,
         "lr": [0.0, 0.0],

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -56,29 +52,8 @@ RANK_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_rank_plan_matches_one_process(tmp_path):
-    script = tmp_path / "rank.py"
-    script.write_text(RANK_SCRIPT)
-    out = tmp_path / "out.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--standalone",
-            str(script),
-            str(out),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(out.read_text())
+def test_two_rank_plan_matches_one_process(two_ranks):
+    report = two_ranks(RANK_SCRIPT)
 
     workload = zoo.get("mlp", depth=4, width=64, inputs=32)
     torch.manual_seed(0)
