@@ -29,17 +29,18 @@ def run(args) -> int:
     import torch
 
     from memfit import progress
-    from memfit.measure.headroom import check_headroom
     from memfit.measure.profile import profile
 
     workload = resolve_workload(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if not args.force:
-        with progress.task("checking the step fits this machine (fake tensors)"):
-            check_headroom(workload, args.batch_size, args.optimizer, args.precision, device)
     with progress.task(f"profiling {workload.name}: warm-up and measured step"):
         result = profile(
-            workload, args.batch_size, args.optimizer, precision=args.precision, device=device
+            workload,
+            args.batch_size,
+            args.optimizer,
+            precision=args.precision,
+            device=device,
+            force=args.force,
         )
     if args.plot:
         from memfit.report.chart import plot_profiles

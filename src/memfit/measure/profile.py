@@ -34,10 +34,14 @@ def profile(
     precision: str = "fp32",
     device: str | None = None,
     seed: int = 0,
+    force: bool = False,
 ) -> MemoryProfile:
     """Measure one real training step: peak, categories at the peak, per-module rows, process peak.
 
     A warm-up step runs first so optimizer state exists, as it does in every step after the first.
+    A step that could be too big for this machine is estimated on fake tensors first and
+    refused with MeasureError when larger than the memory available (`force=True` runs it
+    anyway): a notebook's kernel would otherwise die.
 
         >>> from memfit import zoo
         >>> p = profile(zoo.get("mlp", depth=2, width=32, inputs=16), batch_size=8, optimizer="sgd")
@@ -48,6 +52,8 @@ def profile(
     batch_size = batch_size or workload.default_batch_size
     device = check_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_precision(precision, device)
+    if not force:
+        _refuse_what_cannot_fit(workload, batch_size, optimizer, precision, device)
     stabilized = stabilize_allocator() and not env_is_stable()
     torch.manual_seed(seed)
     with torch.device(device):
@@ -109,6 +115,24 @@ def profile(
             k: max(0, v - non_tensor_bytes) for k, v in process.phase_peaks.items()
         },
     )
+
+
+def _refuse_what_cannot_fit(workload, batch_size, optimizer, precision, device) -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from memfit.estimator.fake_build import build_fake_model
+    from memfit.measure.headroom import available_bytes, check_headroom
+
+    # Model states alone (weights, gradients, Adam's two moments: 16 bytes per fp32
+    # parameter) tell cheaply whether the full estimate is worth running.
+    try:
+        with FakeTensorMode():
+            model = build_fake_model(workload, device)
+            states = 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+    except Exception:  # the estimate below (or the real step) will say what is wrong
+        states = None
+    if states is None or states > 0.25 * available_bytes(device):
+        check_headroom(workload, batch_size, optimizer, precision, device)
 
 
 def profile_from(

@@ -258,6 +258,11 @@ class Plan:
 
         return apply_plan(self, model, optimizer, loss_fn)
 
+    def _repr_html_(self) -> str:
+        from memfit.report.notebook import plan_repr_html
+
+        return plan_repr_html(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         fields = self.settings.fields()
         return {
