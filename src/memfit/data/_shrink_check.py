@@ -115,10 +115,16 @@ def _numbers_identical(old: pd.Series, new: pd.Series) -> bool:
     if not np.array_equal(old_missing, new_missing):
         return False
     if old_values.dtype.kind == "f":
-        rows = _rows_with_bits(old, new, old_missing)
         if _nan_bits_lost(old, old_values, new_missing, new):
             return False
-        return not _bit_changes(old_values, new_values, rows).any()
+        # One masked pass over all rows, no copy of the present ones.
+        with np.errstate(invalid="ignore", over="ignore"):
+            back = new_values.astype(old_values.dtype)
+        unsigned = np.dtype(f"u{old_values.dtype.itemsize}")
+        differs = back.view(unsigned) != old_values.view(unsigned)
+        if not _nan_keeps_bits(old, new):
+            differs &= ~old_missing  # a missing row's slot holds nothing to keep
+        return not differs.any()
     if old_missing.any():
         old_values, new_values = old_values[~old_missing], new_values[~old_missing]
     kinds = old_values.dtype.kind + new_values.dtype.kind
@@ -148,14 +154,6 @@ def _bit_changes(old: np.ndarray, new: np.ndarray, present: np.ndarray) -> np.nd
     unsigned = np.dtype(f"u{old.dtype.itemsize}")
     differs = back.view(unsigned) != old[present].view(unsigned)
     return np.where(differs, np.finfo(np.float64).eps, 0.0)
-
-
-def _rows_with_bits(old: pd.Series, new: pd.Series, old_missing: np.ndarray) -> np.ndarray:
-    """Rows whose float bits must survive: all of them between numpy float columns (a NaN
-    keeps its bits there), the present ones otherwise."""
-    if _nan_keeps_bits(old, new):
-        return np.ones(len(old_missing), dtype=bool)
-    return ~old_missing
 
 
 def _nan_keeps_bits(old: pd.Series, new: pd.Series) -> bool:

@@ -18,18 +18,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
+from memfit.data._shrink_cardinality import (
+    FEW_DISTINCT,
+    MARGIN,
+    estimate_distinct,
+    sample_positions,
+)
 from memfit.data._shrink_check import is_numeric, numeric_values
 from memfit.data._shrink_memory import hash_table_bytes
 from memfit.data._shrink_rules import (
     FLOAT16_MAX,
+    PEEK_ROWS,
+    canonical_nans,
     code_dtype,
     fits_int_dtype,
     float_round_trip_error,
     float_round_trips,
-    has_negative_zero,
     integral_range,
-    nans_are_canonical,
     smallest_int_dtype,
+    whole_ints,
 )
 from memfit.errors import DataError, LossyConversionError, OutOfRangeError
 
@@ -237,6 +244,10 @@ def _constant_category(series: pd.Series, value, base: dict) -> tuple[int, Colum
 
 def _constant(values: np.ndarray, missing: np.ndarray, has_missing: bool):
     """The one value of a float column holding a single value (bit for bit), else None."""
+    head = values[:PEEK_ROWS][~missing[:PEEK_ROWS]] if has_missing else values[:PEEK_ROWS]
+    unsigned = head.view(f"u{head.dtype.itemsize}")
+    if unsigned.size and not bool((unsigned == unsigned[0]).all()):
+        return None  # two values among the first rows: no need to look at the rest
     present = values[~missing] if has_missing else values
     if present.size == 0:
         return None
@@ -255,17 +266,24 @@ def _fit_floats(series: pd.Series, family: str, options: FitOptions, base: dict)
     has_missing = bool(missing.any())
     rows = len(series)
     plans = [(measured_bytes(series.dtype, rows), _keep(base))]
-    bounds = None
-    if options.float_to_int and not has_negative_zero(values):
-        # A missing value of a nullable int comes back as numpy's NaN: other NaNs would change.
-        canonical = family != "numpy" or nans_are_canonical(values)
-        bounds = _integral_range(values, missing, has_missing) if canonical else None
-    if bounds is not None:
-        target = smallest_int_dtype(*bounds)
-        if target is not None:
-            kind, name = _int_name(target, family, nullable=has_missing)
-            plan = ColumnPlan(**base, new_dtype=name, kind=kind, min=bounds[0], max=bounds[1])
-            plans.append((measured_bytes(plan.target_dtype(), rows), plan))
+    casts = {}  # id(plan) -> the values in that plan's dtype, made while testing it
+    # A missing value of a nullable int comes back as numpy's NaN: other NaNs would change.
+    canonical = family != "numpy" or not has_missing or canonical_nans(values, missing)
+    if options.float_to_int and canonical and not missing.all():
+        # Missing rows read as 0, which passes the test and changes no integer type
+        # (unsigned types start at 0, signed ones hold it); min and max skip them.
+        filled = np.where(missing, values.dtype.type(0), values) if has_missing else values
+        ints = whole_ints(filled)
+        if ints is not None:
+            present = ~missing if has_missing else True
+            lo = int(ints.min(where=present, initial=np.iinfo(np.int64).max))
+            hi = int(ints.max(where=present, initial=np.iinfo(np.int64).min))
+            target = smallest_int_dtype(lo, hi)
+            if target is not None:
+                kind, name = _int_name(target, family, nullable=has_missing)
+                plan = ColumnPlan(**base, new_dtype=name, kind=kind, min=lo, max=hi)
+                plans.append((measured_bytes(plan.target_dtype(), rows), plan))
+                casts[id(plan)] = (ints, target)
     # pandas has no nullable Float16: masked columns stop at Float32.
     half = options.float16 and family != "masked"
     candidates = [np.dtype(np.float16)] if half else []
@@ -277,30 +295,26 @@ def _fit_floats(series: pd.Series, family: str, options: FitOptions, base: dict)
             finite = np.abs(values[np.isfinite(values)])
             if finite.size and finite.max() > FLOAT16_MAX:
                 continue
+        if options.rtol == 0 and not float_round_trips(values[:PEEK_ROWS], target):
+            continue  # one value among the first rows changes: the full pass would say so
         exact = float_round_trips(values, target)
         if exact or (options.rtol > 0 and float_round_trip_error(values, target) <= options.rtol):
             kind, name = _float_name(target, family)
             plan = ColumnPlan(**base, new_dtype=name, kind=kind)
             plans.append((measured_bytes(plan.target_dtype(), rows), plan))
+            casts[id(plan)] = (values, target)
     constant = _constant(values, missing, has_missing)
-    if constant is not None and (
-        not has_missing or family != "numpy" or nans_are_canonical(values)
-    ):
+    if constant is not None and canonical:
         plans.append(_constant_category(series, constant, base))
     best = _smallest(plans)
-    if best.kind == "numpy" and family == "numpy" and best.new_dtype.startswith("float"):
-        best._precast = _rebuild(series, values.astype(best.new_dtype))
+    if id(best) in casts:
+        # The column in its new dtype now, from the values already read: the check that
+        # follows compares it with the input value by value.
+        source, target = casts[id(best)]
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = source.astype(target)
+        best._precast = _rebuild(series, _wrap(converted, missing, best.kind, best.target_dtype()))
     return best
-
-
-def _integral_range(values: np.ndarray, missing: np.ndarray, has_missing: bool):
-    """`integral_range` without the copy of present values when nothing is missing."""
-    present = values[~missing] if has_missing else values
-    if present.size == 0 or not np.isfinite(present).all():
-        return None
-    if not np.array_equal(np.trunc(present), present):
-        return None
-    return integral_range(np.array([present.min(), present.max()]))
 
 
 def _fit_object(series: pd.Series, options: FitOptions, before_bytes: int, base: dict):
@@ -393,33 +407,33 @@ def _fit_strings(
     return plan
 
 
-_PROBE_ROWS = 1 << 13
-_PROBE_MIN_ROWS = 1 << 16
-
-
 def _category_may_be_smaller(strings: pa.Array, other_bytes: int) -> bool:
-    """False when the distinct values of a prefix already make a category bigger.
+    """False when a random sample already shows the category would be bigger.
 
-    A prefix's distinct values are some of the column's categories, so their count,
-    their text, their hash table and the code width they force are a lower bound on
-    the category's size: when that bound reaches `other_bytes`, hashing the rest of
-    a high-cardinality column cannot change the decision. A first small probe keeps
-    low-cardinality columns (the ones that become categories) to a single hash pass.
+    The sample's distinct values estimate the column's (see `_shrink_cardinality`); their
+    count, mean text, the hash table pandas builds and the code width they force give
+    the category's size. Only a column whose estimate is not clearly above `other_bytes`
+    is hashed whole (which then measures the category exactly).
     """
     n = len(strings)
-    if n < _PROBE_MIN_ROWS:
+    positions = sample_positions(n)
+    if positions is None:
         return True
-    small = pc.unique(strings.slice(0, _PROBE_ROWS))
-    if len(small) < _PROBE_ROWS // 2:
+    sample = strings.take(pa.array(positions)).drop_null()
+    if len(sample) == 0:
         return True
-    distinct = pc.unique(strings.slice(0, n // 2)).drop_null()
-    count = len(distinct)
-    text_bytes = int(pc.sum(pc.binary_length(distinct)).as_py() or 0)
+    distinct_sample = pc.unique(sample)
+    seen = len(distinct_sample)
+    if seen <= FEW_DISTINCT * len(sample):
+        return True
+    present_rows = n - strings.null_count
+    count = estimate_distinct(seen, len(sample), present_rows)
+    text_bytes = count * float(pc.mean(pc.binary_length(distinct_sample)).as_py() or 0.0)
     # pandas' str categories: 8-byte offsets plus the text; codes as wide as the count needs.
     # Past a million categories pandas may search sorted ones instead of hashing them.
-    table_bytes = hash_table_bytes(count) if count < 1_000_000 else 0
-    lower_bytes = n * code_dtype(count).itemsize + 8 * (count + 1) + text_bytes + table_bytes
-    return lower_bytes < other_bytes
+    table_bytes = hash_table_bytes(int(count)) if count < 1_000_000 else 0
+    estimate = n * code_dtype(int(count)).itemsize + 8 * (count + 1) + text_bytes + table_bytes
+    return estimate <= MARGIN * other_bytes
 
 
 def to_arrow_strings(series: pd.Series) -> pa.Array | None:

@@ -1,108 +1,207 @@
-"""`shrink` for polars frames, with polars' own expressions: two parallel passes.
+"""`shrink` for polars frames: polars' own kernels for ranges, casts and strings, numpy for bits.
 
-polars' `Series.shrink_dtype` casts every Float64 to Float32 whatever it loses and
-never picks unsigned types; this applies the same rules as the pandas path instead.
-One `select` measures every column at once on polars' threads (range, whole numbers,
--0.0, the float32 round trip, distinct strings); a second casts every column to its
-decided type and compares it with the input in the same pass. Every polars dtype is
-nullable, so no mask byte decides between int and nullable int. polars compares NaN
-equal to NaN, so a NaN's payload is not checked here (the pandas path checks bits),
-and floats are only narrowed where exact (`rtol` applies to pandas frames).
+polars' `Series.shrink_dtype` casts every Float64 to Float32 whatever it loses and never
+picks unsigned types; this applies the same rules as the pandas path instead, column by
+column, doing only the passes a column needs:
+
+- integers: polars' min and max, then the smallest type holding both;
+- floats: a look at the first rows rules out most columns at once (one value with a
+  fraction rules out integers, one value float32 cannot hold rules out float32); the
+  full test runs on the numpy view of the values and compares bits, so -0.0, NaN
+  payloads and subnormals count, as on pandas frames;
+- strings: a random sample estimates how many values are distinct (see
+  `_shrink_cardinality`); only a column whose category may be smaller is hashed whole,
+  and it becomes an Enum (codes of 1, 2 or 4 bytes, the categories stored once) when
+  that measures smaller than its strings.
+
+Every new column is then read back in the input's dtype and compared with the input,
+missing values included, before it is returned; a column that differs in any row is
+kept as it was. Every polars dtype is nullable, so no mask byte decides between an int
+and a nullable int. Floats are only narrowed where exact (`rtol` applies to pandas frames).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
+from memfit.data._shrink_cardinality import (
+    FEW_DISTINCT,
+    MARGIN,
+    estimate_distinct,
+    sample_positions,
+)
 from memfit.data._shrink_columns import FitOptions
-from memfit.data._shrink_rules import smallest_int_dtype
+from memfit.data._shrink_rules import PEEK_ROWS, float_round_trips, smallest_int_dtype, whole_ints
 from memfit.errors import require
 
-_CATEGORY_SHARE = 0.5  # a string column becomes a category below this distinct share
+_NUMPY_INTS = {f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)}
 
 
 def shrink_polars(df, options: FitOptions, lossless: bool):
     from memfit.data.shrink import ColumnReport, ShrinkResult
 
     pl = require("polars", "polars")
-    facts = df.select([e for s in df.get_columns() for e in _measure(pl, s, options)]).row(
-        0, named=True
-    )
-    targets = {s.name: _target(pl, s, facts, options) for s in df.get_columns()}
-    cast, checks = [], []
-    for series in df.get_columns():
-        target = targets[series.name]
-        if target is None:
-            cast.append(pl.col(series.name))
-            continue
-        new = pl.col(series.name).cast(target, strict=False)
-        cast.append(new)
-        back = new.cast(series.dtype, strict=False)
-        checks.append((~back.eq_missing(pl.col(series.name))).sum().alias(series.name))
-    out = df.select(cast)
-    changed = df.select(checks).row(0, named=True) if checks else {}
     columns, reports = [], []
-    for series, new in zip(df.get_columns(), out.get_columns(), strict=True):
-        before, after = int(series.estimated_size()), int(new.estimated_size())
-        report = ColumnReport(series.name, str(series.dtype), str(new.dtype), before, before)
-        count = int(changed.get(series.name, 0))
-        if new.dtype != series.dtype:
-            if after >= before or count:
-                report.new_dtype, report.note = str(series.dtype), "kept"
-                new = series
+    for series in df.get_columns():
+        before = int(series.estimated_size())
+        report = ColumnReport(series.name, str(series.dtype), str(series.dtype), before, before)
+        new, extra = _shrink_series(pl, series, options)
+        if new is not None:
+            after = int(new.estimated_size()) + extra
+            changed = _changed(pl, series, new)
+            if changed:
+                report.note = f"kept: {new.dtype} would change {changed} values"
+            elif after >= before:
+                report.note = f"kept: {new.dtype} would take more memory"
             else:
-                report.after_bytes = after
-        columns.append(new)
+                report.new_dtype, report.after_bytes = str(new.dtype), after
+                series = new
+        columns.append(series)
         reports.append(report)
     result = pl.DataFrame(columns)
-    return ShrinkResult(result, int(df.estimated_size()), int(result.estimated_size()), reports)
+    before_total = sum(r.before_bytes for r in reports)
+    after_total = sum(r.after_bytes for r in reports)
+    return ShrinkResult(result, before_total, after_total, reports)
 
 
-def _measure(pl, series, options: FitOptions) -> list:
-    name, dtype = series.name, series.dtype
-    col = pl.col(name)
-    exprs = []
-    if dtype.is_integer() or dtype.is_float():
-        exprs += [col.min().alias(f"{name}\0min"), col.max().alias(f"{name}\0max")]
-    if dtype.is_float():
-        present = col.drop_nulls()
-        exprs += [
-            (present.is_finite() & (present == present.floor())).all().alias(f"{name}\0whole"),
-            ((present == 0) & (1.0 / present < 0)).any().alias(f"{name}\0negzero"),
-        ]
-        if dtype == pl.Float64:
-            back = present.cast(pl.Float32).cast(pl.Float64)
-            exact = ((back == present) | (back.is_nan() & present.is_nan())).all()
-            exprs.append(exact.alias(f"{name}\0float32"))
+def _shrink_series(pl, series, options: FitOptions):
+    """(the column in a smaller dtype or None, bytes it holds outside `estimated_size`)."""
+    dtype = series.dtype
+    if len(series) == series.null_count():
+        return None, 0
+    if dtype.is_integer() and str(dtype).lower() in _NUMPY_INTS:
+        return _integers(pl, series), 0
+    if dtype.is_float() and dtype in (pl.Float32, pl.Float64):
+        return _floats(pl, series, options), 0
     if dtype == pl.String and options.strings:
-        exprs += [col.n_unique().alias(f"{name}\0distinct"), col.len().alias(f"{name}\0rows")]
-    return exprs
+        return _strings(pl, series)
+    return None, 0  # booleans, dates and times, categoricals, nested types: left as they are
 
 
-def _target(pl, series, facts: dict, options: FitOptions):
-    name, dtype = series.name, series.dtype
-    if dtype.is_integer() or dtype.is_float():
-        lo, hi = facts[f"{name}\0min"], facts[f"{name}\0max"]
-        if lo is None:
-            return None
-        if dtype.is_float():
-            whole = facts[f"{name}\0whole"] and not facts[f"{name}\0negzero"]
-            if options.float_to_int and whole and abs(lo) < 2.0**63 and abs(hi) < 2.0**64:
-                target = smallest_int_dtype(int(lo), int(hi))
-                if target is not None and target.itemsize < (4 if dtype == pl.Float32 else 8):
-                    return _polars_int(pl, target)
-            if dtype == pl.Float64 and facts.get(f"{name}\0float32"):
-                return pl.Float32
-            return None
-        target = smallest_int_dtype(int(lo), int(hi))
-        if target is not None and _polars_int(pl, target) != dtype:
-            return _polars_int(pl, target)
+def _integers(pl, series):
+    target = smallest_int_dtype(int(series.min()), int(series.max()))
+    values, _ = _parts(series)
+    if target is None or target.itemsize >= values.dtype.itemsize:
         return None
-    if dtype == pl.String and options.strings:
-        rows = max(facts[f"{name}\0rows"], 1)
-        if facts[f"{name}\0distinct"] / rows <= _CATEGORY_SHARE:
-            return pl.Categorical
+    return _like(pl, series, values.astype(target))  # min and max fit: nothing wraps
+
+
+def _floats(pl, series, options: FitOptions):
+    raw, valid = _parts(series)
+    # Missing rows read as 0.0, which every rule below accepts (and which changes no
+    # integer type: unsigned ones start at 0 and signed ones hold it).
+    values = raw if valid is None else np.where(valid, raw, raw.dtype.type(0))
+    if options.float_to_int:
+        ints = whole_ints(values)
+        if ints is not None:
+            target = smallest_int_dtype(int(ints.min()), int(ints.max()))
+            if target is not None and target.itemsize < values.dtype.itemsize:
+                return _like(pl, series, ints.astype(target))
+    single = np.dtype(np.float32)
+    if (
+        values.dtype.itemsize == 8
+        and float_round_trips(values[:PEEK_ROWS], single)  # most columns stop here
+        and float_round_trips(values, single)
+    ):
+        return _like(pl, series, values.astype(single))
     return None
+
+
+def _parts(series) -> tuple[np.ndarray, np.ndarray | None]:
+    """(numpy view of the values buffer, valid rows or None when none is missing).
+
+    Missing rows hold whatever the buffer holds there; callers mask them.
+    """
+    array = series.to_arrow()
+    values = np.frombuffer(
+        array.buffers()[1],
+        dtype=np.dtype(array.type.to_pandas_dtype()),
+        count=len(array) + array.offset,
+    )[array.offset :]
+    if array.null_count == 0:
+        return values, None
+    return values, _valid(array)
+
+
+def _valid(array: pa.Array) -> np.ndarray:
+    """The validity bitmap as booleans. numpy unpacks bits several times faster than
+    pyarrow's `is_valid().to_numpy()`, which builds a boolean array first."""
+    bits = np.frombuffer(array.buffers()[0], dtype=np.uint8)
+    unpacked = np.unpackbits(bits, count=array.offset + len(array), bitorder="little")
+    return unpacked[array.offset :].view(bool)
+
+
+def _like(pl, series, values: np.ndarray):
+    """A polars column of `values` missing where `series` is (its validity bitmap, shared)."""
+    array = series.to_arrow()
+    validity = array.buffers()[0] if array.null_count else None
+    if validity is not None and array.offset:
+        validity = pa.py_buffer(np.packbits(_valid(array), bitorder="little"))
+    out = pa.Array.from_buffers(
+        pa.from_numpy_dtype(values.dtype),
+        len(values),
+        [validity, pa.py_buffer(values)],
+        null_count=array.null_count,
+    )
+    return pl.from_arrow(out).alias(series.name)
+
+
+def _strings(pl, series):
+    """An Enum of the column's values when that may be smaller, with its categories' bytes."""
+    positions = sample_positions(len(series))
+    if positions is not None:
+        drawn = series.gather(positions).drop_nulls()
+        sample = drawn.unique(maintain_order=True)
+        if len(sample) > FEW_DISTINCT * len(drawn):
+            rows = len(series) - series.null_count()
+            distinct = estimate_distinct(len(sample), len(drawn), rows)
+            mean_bytes = sample.str.len_bytes().mean() or 0.0
+            # Codes, and each category's text with a 16-byte view (polars' string layout).
+            estimate = len(series) * _code_width(distinct) + distinct * (mean_bytes + 16)
+            if estimate > MARGIN * series.estimated_size():
+                return None, 0
+        elif len(sample):
+            # Few distinct values in the sample: most often all of the column's. One pass
+            # encodes with them; a value they miss becomes missing, which the count shows.
+            new = series.cast(pl.Enum(sample), strict=False)
+            if new.null_count() == series.null_count():
+                return new, int(sample.estimated_size())
+    categories = series.drop_nulls().unique(maintain_order=True)
+    enum_bytes = len(series) * _code_width(len(categories)) + categories.estimated_size()
+    if enum_bytes >= series.estimated_size():
+        return None, 0
+    return series.cast(pl.Enum(categories), strict=True), int(categories.estimated_size())
+
+
+def _code_width(categories: float) -> int:
+    """Bytes of an Enum code: polars picks UInt8 below 256 categories, UInt16 below 65536."""
+    return 1 if categories < 256 else 2 if categories < 65536 else 4
+
+
+def _changed(pl, old, new) -> int:
+    """Rows whose value or missing-ness differs once `new` is read back in `old`'s dtype;
+    floats compared by their bits, so -0.0 and NaN payloads count."""
+    if isinstance(new.dtype, pl.Enum):
+        back = new.dtype.categories.gather(new.to_physical())  # what an Enum's codes mean
+        if old.equals(back, null_equal=True):
+            return 0
+        return int((~back.eq_missing(old)).sum())
+    a, a_valid = _parts(old)
+    b, b_valid = _parts(new)
+    with np.errstate(invalid="ignore", over="ignore"):
+        back = b.astype(a.dtype)
+    unsigned = f"u{a.dtype.itemsize}"
+    differs = back.view(unsigned) != a.view(unsigned)
+    if a_valid is not None:
+        differs &= a_valid  # what a missing row's slot holds means nothing
+    flipped = 0
+    if a_valid is not None or b_valid is not None:
+        rows = len(a)
+        a_valid = np.ones(rows, bool) if a_valid is None else a_valid
+        b_valid = np.ones(rows, bool) if b_valid is None else b_valid
+        flipped = int(np.count_nonzero(a_valid != b_valid))
+    return int(np.count_nonzero(differs)) + flipped
 
 
 def _polars_int(pl, dtype: np.dtype):

@@ -17,6 +17,8 @@ import numpy as np
 UNSIGNED = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32), np.dtype(np.uint64))
 SIGNED = (np.dtype(np.int8), np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64))
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+PEEK_ROWS = 1024
+"""Rows tried before a full pass: one value there that a type cannot hold rules it out."""
 
 
 def smallest_int_dtype(lo: int, hi: int) -> np.dtype | None:
@@ -106,6 +108,33 @@ def nans_are_canonical(values: np.ndarray) -> bool:
         return True
     canonical = np.array([np.nan], dtype=values.dtype).view(f"u{values.dtype.itemsize}")[0]
     return bool((nans.view(f"u{values.dtype.itemsize}") == canonical).all())
+
+
+def canonical_nans(values: np.ndarray, nan: np.ndarray) -> bool:
+    """`nans_are_canonical` given the NaN rows already: one masked pass, no copy of them."""
+    unsigned = np.dtype(f"u{values.dtype.itemsize}")
+    canonical = np.array([np.nan], dtype=values.dtype).view(unsigned)[0]
+    return not bool(((values.view(unsigned) != canonical) & nan).any())
+
+
+def whole_ints(values: np.ndarray) -> np.ndarray | None:
+    """The floats as int64 when every one is a whole number int64 holds, else None.
+
+    Casting to int64 and back gives the same bits only for such values: a fraction, an
+    infinity, a NaN, -0.0 (which comes back as 0.0) or anything from 2**63 on changes.
+    (Whole numbers from 2**63 to 2**64 would need uint64, no smaller than a float64.)
+
+    >>> whole_ints(np.array([1.0, 300.0])).tolist(), whole_ints(np.array([-0.0]))
+    ([1, 300], None)
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        head = values[:PEEK_ROWS]
+        if not same_bits(head.astype(np.int64).astype(values.dtype), head):
+            return None
+        ints = values.astype(np.int64)
+        if not same_bits(ints.astype(values.dtype), values):
+            return None
+    return ints
 
 
 def has_negative_zero(values: np.ndarray) -> bool:
