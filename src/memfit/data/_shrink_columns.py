@@ -325,7 +325,9 @@ def _fit_object(series: pd.Series, options: FitOptions, before_bytes: int, base:
         kind, name = ("masked", "boolean") if series.isna().any() else ("numpy", "bool")
         return ColumnPlan(**base, new_dtype=name, kind=kind)
     if inferred in ("integer", "floating", "mixed-integer-float"):
-        numbers = _object_to_numbers(series)
+        # Python ints beyond 64 bits would round as Float64: such a column stays objects.
+        kinds = ("Int64", "UInt64") if inferred == "integer" else ("Int64", "UInt64", "Float64")
+        numbers = _object_to_numbers(series, kinds)
         if numbers is None:
             return _keep(base)
         plan = fit_column(numbers, options, before_bytes)
@@ -337,8 +339,10 @@ def _fit_object(series: pd.Series, options: FitOptions, before_bytes: int, base:
     return _keep(base)
 
 
-def _object_to_numbers(series: pd.Series) -> pd.Series | None:
-    for dtype in ("Int64", "UInt64", "Float64"):
+def _object_to_numbers(
+    series: pd.Series, kinds: tuple[str, ...] = ("Int64", "UInt64", "Float64")
+) -> pd.Series | None:
+    for dtype in kinds:
         try:
             array = pd.array(series.to_numpy(dtype=object), dtype=dtype)
         except (TypeError, ValueError, OverflowError):

@@ -35,7 +35,7 @@ from memfit.data._files import temporary_beside
 from memfit.data._shrink_check import compare
 from memfit.data._shrink_columns import ColumnPlan, FitOptions, cast_column, fit_column
 from memfit.data._shrink_memory import deep_bytes, object_strings
-from memfit.errors import DataError, LossyConversionError
+from memfit.errors import DataError, LossyConversionError, OutOfRangeError
 
 _FORMAT = "memfit.shrink_plan"
 _VERSION = 1
@@ -159,7 +159,24 @@ class ShrinkPlan:
                 continue
             new, plan._precast = (plan._precast if use_precast else None), None
             if new is None:
-                new = cast_column(old, plan)
+                try:
+                    new = cast_column(old, plan)
+                except (OutOfRangeError, LossyConversionError) as exc:
+                    if strict:
+                        raise
+                    # Fitted on these very values, a refusal means the values read while
+                    # fitting were not these (objects rounded to numbers): keep the column.
+                    reports.append(
+                        ColumnReport(
+                            name,
+                            str(old.dtype),
+                            str(old.dtype),
+                            old_bytes,
+                            old_bytes,
+                            note=f"kept: {plan.new_dtype} refused ({type(exc).__name__})",
+                        )
+                    )
+                    continue
             report = ColumnReport(name, str(old.dtype), str(new.dtype), old_bytes, old_bytes)
             if new is not old:
                 check = compare(old, new, rtol=self.rtol, old_strings=strings.get(name))
