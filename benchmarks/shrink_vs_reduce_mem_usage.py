@@ -1,6 +1,12 @@
 """Claim: memfit.data.shrink beats the popular `reduce_mem_usage` on memory, exactness and time,
 and is at least as fast as polars' `shrink_dtype` on the same frame while changing no value.
 
+Peak memory: each method runs once more on each generated table in a child process of its
+own; the figure is the child's RSS high-water mark (VmHWM, reset through
+/proc/self/clear_refs once the table is built and the method has run once on its first
+1,000 rows, which loads what any first call loads) less its RSS just before the call, so
+the input is not counted and everything the call holds at its peak, its result included, is.
+
 Baselines: a faithful re-implementation of the `reduce_mem_usage` copied in many Kaggle
 notebooks (strict range checks, float16 first, every string column to category, memory
 measured shallow; its one change: it skips datetime columns, on which the original
@@ -9,12 +15,18 @@ crashes), and polars' `Series.shrink_dtype` over every column on the same table 
 realistic ones (ids, prices, counts with NaN, categorical and high-cardinality strings,
 timestamps) and scikit-learn's bundled data sets.
 
-    python benchmarks/shrink_vs_reduce_mem_usage.py [--rows 1000000] [--repeat 3]
+    MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/shrink_vs_reduce_mem_usage.py \
+        [--rows 1000000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -231,7 +243,7 @@ def print_polars(rows: list[dict], args) -> None:
         "polars s",
         "memfit s (polars frame)",
         "memfit s (pandas frame)",
-        "polars s / memfit s (polars frame)",
+        "memfit s / polars s (polars frame)",
     ):
         table.add_column(col, justify="left" if col == "table" else "right")
     total = {k: sum(r[k] for r in rows) for k in rows[0] if k != "table"}
@@ -246,7 +258,81 @@ def print_polars(rows: list[dict], args) -> None:
             f"{r['polars_s']:.3f}",
             f"{r['ours_pl_s']:.3f}",
             f"{r['ours_pd_s']:.3f}",
-            f"{r['polars_s'] / r['ours_pl_s']:.2f}x",
+            f"{r['ours_pl_s'] / max(r['polars_s'], 1e-9):.2f}x",
+        )
+    Console(width=190).print(table)
+
+
+RSS_METHODS = ("reduce_mem_usage", "memfit (pandas)", "polars shrink_dtype", "memfit (polars)")
+
+
+def call(method: str, frame):
+    if method == "reduce_mem_usage":
+        return reduce_mem_usage(frame)  # in place, as it is used: df = reduce_mem_usage(df)
+    if method == "polars shrink_dtype":
+        import polars as pl
+
+        return pl.DataFrame([column.shrink_dtype() for column in frame.get_columns()])
+    return shrink(frame).frame
+
+
+def rss_child(method: str, table: str, rows: int) -> None:
+    """Run one method on one table and print the peak RSS it added, as JSON."""
+    import polars as pl
+
+    from memfit.measure.process import (
+        current_rss_bytes,
+        peak_rss_bytes,
+        release_free_memory,
+        reset_peak_rss,
+    )
+
+    frame = generated_tables(rows)[table]
+    if "polars" in method:
+        frame = pl.from_pandas(frame)
+    call(method, frame.head(1000).clone() if "polars" in method else frame.head(1000).copy())
+    gc.collect()  # the warm-up above loaded what a first call loads: not the table's cost
+    release_free_memory()
+    before = current_rss_bytes()
+    if not reset_peak_rss():
+        raise SystemExit("peak RSS cannot be reset here (/proc/self/clear_refs)")
+    out = call(method, frame)
+    peak = peak_rss_bytes() - before
+    print(json.dumps({"peak": peak, "columns": len(out.columns)}))
+
+
+def measure_rss(tables: list[str], rows: int) -> dict[str, dict[str, int]]:
+    peaks: dict[str, dict[str, int]] = {}
+    for table in tables:
+        peaks[table] = {}
+        for method in RSS_METHODS:
+            child = [sys.executable, __file__, "--rss-child", method, table, "--rows", str(rows)]
+            done = subprocess.run(child, capture_output=True, text=True, env=os.environ)
+            if done.returncode:
+                raise SystemExit(f"{method} on {table} failed:\n{done.stderr}")
+            peaks[table][method] = json.loads(done.stdout.strip().splitlines()[-1])["peak"]
+    return peaks
+
+
+def print_rss(peaks: dict[str, dict[str, int]], args) -> None:
+    mb = 1e6
+    table = Table(
+        title=f"peak RSS added by one call (MB, {args.rows:,} generated rows; child processes)"
+    )
+    for col in (
+        "table",
+        *RSS_METHODS,
+        "memfit / reduce_mem_usage (pandas)",
+        "memfit / shrink_dtype (polars)",
+    ):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    total = {m: sum(p[m] for p in peaks.values()) for m in RSS_METHODS}
+    for name, p in [*peaks.items(), ("all", total)]:
+        table.add_row(
+            name,
+            *(f"{p[m] / mb:.1f}" for m in RSS_METHODS),
+            f"{p['memfit (pandas)'] / max(p['reduce_mem_usage'], 1):.2f}x",
+            f"{p['memfit (polars)'] / max(p['polars shrink_dtype'], 1):.2f}x",
         )
     Console(width=190).print(table)
 
@@ -255,7 +341,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rss-child", nargs=2, metavar=("METHOD", "TABLE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_child:
+        rss_child(*args.rss_child, args.rows)
+        return
     tables = {**generated_tables(args.rows), **sklearn_tables()}
     rows = [measure(name, df, args.repeat) for name, df in tables.items()]
     mb = 1e6
@@ -301,6 +391,10 @@ def main() -> None:
         "memfit runs."
     )
     print_polars([measure_polars(name, df, args.repeat) for name, df in tables.items()], args)
+    generated = list(generated_tables(10))
+    del tables, rows
+    gc.collect()
+    print_rss(measure_rss(generated, args.rows), args)
 
 
 if __name__ == "__main__":
