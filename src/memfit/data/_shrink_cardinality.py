@@ -19,6 +19,7 @@ row): it is a few lines of numpy over a sample.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -32,13 +33,22 @@ MARGIN = 1.05
 estimate leans low already, this covers the noise of the sample (about 1%)."""
 
 
+@functools.lru_cache(maxsize=16)
 def sample_positions(rows: int, sample: int = SAMPLE_ROWS, seed: int = 0) -> np.ndarray | None:
-    """Sorted random row positions to look at, or None when the column is small enough to
-    look at whole. The seed is fixed: the same column always gets the same decision."""
+    """Sorted distinct random row positions to look at (about `sample` of them), or None when
+    the column is small enough to look at whole.
+
+    The seed is fixed: the same column always gets the same decision, and a frame's
+    columns share one draw (read-only). Drawing with replacement and dropping repeats is
+    a uniform draw without replacement of the positions left; numpy's own
+    `choice(replace=False)` shuffles every row position to get there.
+    """
     if rows <= 4 * sample:
         return None
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(rows, size=sample, replace=False))
+    positions = np.unique(rng.integers(0, rows, size=sample))
+    positions.flags.writeable = False
+    return positions
 
 
 def estimate_distinct(seen: int, sample: int, rows: int) -> float:

@@ -80,8 +80,12 @@ def _shrink_series(pl, series, options: FitOptions):
 
 
 def _integers(pl, series):
-    target = smallest_int_dtype(int(series.min()), int(series.max()))
-    values, _ = _parts(series)
+    values, valid = _parts(series)
+    if valid is None:  # numpy reads the buffer in place; polars' own min and max skip nulls
+        lo, hi = values.min(), values.max()
+    else:
+        lo, hi = series.min(), series.max()
+    target = smallest_int_dtype(int(lo), int(hi))
     if target is None or target.itemsize >= values.dtype.itemsize:
         return None
     return _like(pl, series, values.astype(target))  # min and max fit: nothing wraps

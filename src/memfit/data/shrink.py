@@ -306,7 +306,8 @@ def shrink(
     float_to_int: whole-number float columns become (nullable) integers.
     strings: string columns become a category or compact strings when smaller.
 
-    A pandas DataFrame is expected; a polars DataFrame is shrunk by polars' own casts.
+    A pandas DataFrame is expected; a polars DataFrame is shrunk by polars' own casts
+    (strings with few distinct values to an Enum) and checked the same way.
     """
     if type(df).__module__.startswith("polars"):
         from memfit.data._shrink_polars import shrink_polars
