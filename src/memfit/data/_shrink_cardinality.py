@@ -74,7 +74,7 @@ def estimate_distinct(seen: int, sample: int, rows: int) -> float:
         return d * -math.expm1(rows / d * keep)
 
     lo, hi = float(seen), float(rows)
-    for _ in range(64):
+    while hi - lo > 0.5:  # to half a value: at most about 40 steps
         mid = 0.5 * (lo + hi)
         if expected(mid) < seen:
             lo = mid
