@@ -206,7 +206,3 @@ def _changed(pl, old, new) -> int:
         b_valid = np.ones(rows, bool) if b_valid is None else b_valid
         flipped = int(np.count_nonzero(a_valid != b_valid))
     return int(np.count_nonzero(differs)) + flipped
-
-
-def _polars_int(pl, dtype: np.dtype):
-    return getattr(pl, dtype.name.capitalize().replace("Uint", "UInt"))
