@@ -80,6 +80,8 @@ class ModelFacts:
     """The optimizer's groups without their parameters (hyper-parameters only)."""
     batch_bytes_by_size: Mapping[int, int]
     unit_input_bytes_per_sample: Mapping[str, float] = field(default_factory=dict)
+    clip_grad_norm: float | None = None
+    """The workload clips the gradients' total norm to this before each step."""
 
     def batch_bytes(self, size: int) -> int:
         return self.batch_bytes_by_size[size]
@@ -158,6 +160,7 @@ def read_facts(workload: Workload, request: PlanRequest) -> ModelFacts:
         optimizer_groups=groups,
         batch_bytes_by_size=batch_bytes,
         unit_input_bytes_per_sample={u: b / probe for u, b in kept.items()},
+        clip_grad_norm=workload.clip_grad_norm,
     )
 
 

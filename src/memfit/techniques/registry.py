@@ -10,6 +10,7 @@ from memfit.techniques.base import Technique, TechniqueConfig, Training
 from memfit.techniques.checkpointing import Checkpointing
 from memfit.techniques.lowbit import LowBitState
 from memfit.techniques.offload import OffloadState
+from memfit.techniques.optimizer_in_backward import OptimizerInBackward
 from memfit.techniques.precision import Precision
 from memfit.techniques.sharding import Sharding
 
@@ -20,6 +21,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     LowBitState(),
     OffloadState(),
     Sharding(),
+    OptimizerInBackward(),
 )
 _BY_NAME = {t.name: t for t in TECHNIQUES}
 
