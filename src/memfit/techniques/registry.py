@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from memfit.errors import PlanError
 from memfit.techniques.accumulation import MicroBatching
+from memfit.techniques.activation_offload import ActivationOffload
 from memfit.techniques.base import Technique, TechniqueConfig, Training
 from memfit.techniques.checkpointing import Checkpointing
 from memfit.techniques.lowbit import LowBitState
@@ -22,6 +23,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     OffloadState(),
     Sharding(),
     OptimizerInBackward(),
+    ActivationOffload(),
 )
 _BY_NAME = {t.name: t for t in TECHNIQUES}
 
