@@ -14,6 +14,7 @@ from memfit import zoo
 from memfit.planning import PlanSettings, plan
 from memfit.techniques.lowbit import LowBitStateConfig
 from memfit.techniques.offload import OffloadStateConfig
+from memfit.techniques.optimizer_in_backward import OptimizerInBackwardConfig
 
 WORKLOAD = zoo.get("mlp", depth=2, width=128, inputs=64)
 BATCH = 16
@@ -21,6 +22,7 @@ CONFIGS = {
     "8bit": LowBitStateConfig(bits=8),
     "4bit": LowBitStateConfig(bits=4),
     "offload": OffloadStateConfig(max_resident_bytes=8 * 2**20),
+    "in-backward": OptimizerInBackwardConfig(),
     "plain": None,
 }
 

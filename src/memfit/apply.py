@@ -38,7 +38,9 @@ def apply_plan(
             "this model already has a plan applied; build a fresh model to apply another"
         )
     settings = StepSettings(
-        device=plan.device, count_items=workload.count_items if workload else None
+        device=plan.device,
+        count_items=workload.count_items if workload else None,
+        clip_grad_norm=workload.clip_grad_norm if workload else None,
     )
     training = apply_all(
         plan.settings.configs,

@@ -40,6 +40,9 @@ class Workload:
     build_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
     """The workload's own optimizer (its parameter groups, its hyper-parameters); None:
     the optimizer named by the caller (`optimizer="adam"`...)."""
+    clip_grad_norm: float | None = None
+    """Clip the gradients' total norm (over every parameter the optimizer updates) to this
+    before each optimizer step (`torch.nn.utils.clip_grad_norm_`); None: no clipping."""
     default_batch_size: int = 32
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)

@@ -32,6 +32,7 @@ from memfit.techniques.base import Training
 from memfit.techniques.checkpointing import CheckpointConfig, candidate_units
 from memfit.techniques.lowbit import LowBitStateConfig
 from memfit.techniques.offload import OffloadStateConfig
+from memfit.techniques.optimizer_in_backward import OptimizerInBackwardConfig
 from memfit.techniques.precision import PrecisionConfig
 from memfit.techniques.registry import TECHNIQUES, apply_all
 
@@ -63,6 +64,7 @@ def _settings(name: str):
         "checkpointing+micro": (ckpt, micro),
         "bf16+micro": (PrecisionConfig(dtype="bf16"), micro),
         "offload": (OffloadStateConfig(max_resident_bytes=16 * 2**20),),
+        "in-backward": (OptimizerInBackwardConfig(),),
     }
     if name in ("mlp", "transformer-tied") and HAS_TORCHAO:
         # torchao compiles its step once per parameter shape: the models with few shapes.
@@ -125,7 +127,7 @@ def test_prediction_holds_against_the_tracker_and_the_process(arch, case, plans,
 EXACT = [
     (arch, case)
     for arch, case in CASES
-    if case in ("micro-batching", "checkpointing", "checkpointing+micro", "offload")
+    if case in ("micro-batching", "checkpointing", "checkpointing+micro", "offload", "in-backward")
     # BatchNorm normalises each micro-batch by its own statistics: not exact, and said so.
     and not (has_batch_statistics(ARCHITECTURES[arch][0].build_model()) and "micro" in case)
 ]

@@ -76,6 +76,16 @@ def training_arguments(plan: Any) -> dict[str, Any]:
             "this plan offloads optimizer state to disk, which TrainingArguments cannot say; "
             "plan with --no-offload, or give a larger budget"
         )
+    if data.get("activation_offload"):
+        raise PlanError(
+            "this plan keeps activations in host memory, which TrainingArguments cannot say; "
+            "run it with plan.apply (memfit's own step), or give a larger budget"
+        )
+    if data.get("optimizer_in_backward"):
+        raise PlanError(
+            "this plan updates each parameter inside backward, which TrainingArguments cannot "
+            "say; run it with plan.apply (memfit's own step), or give a larger budget"
+        )
     fields["optim"] = (
         optim_name(state)
         if state in _OPTIM_NAMES

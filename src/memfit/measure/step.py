@@ -40,6 +40,9 @@ class StepSettings:
     """Parameters are updated by hooks as their gradients arrive: no optimizer step after."""
     count_items: Callable[[Batch], Any] | None = None
     """Items a batch's loss averages over (see `Workload.count_items`); None: samples."""
+    clip_grad_norm: float | None = None
+    """Clip the gradients' total norm to this before the optimizer step (see
+    `Workload.clip_grad_norm`); None: no clipping."""
     reduce_every_micro_batch: bool = False
     """Sharded models: reduce gradients after every micro-batch (less memory, more traffic)
     instead of once after the last."""
@@ -102,6 +105,8 @@ class TrainingStep:
         settings = settings or StepSettings()
         if settings.count_items is None:
             settings.count_items = workload.count_items
+        if settings.clip_grad_norm is None:
+            settings.clip_grad_norm = workload.clip_grad_norm
         return cls(model, optimizer, workload.loss, settings, **kwargs)
 
     def _mark(self, phase: str) -> None:
@@ -138,6 +143,8 @@ class TrainingStep:
         self._mark("optimizer_step")
         if self.optimizer is not None and not s.optimizer_in_backward:
             with (self.around_optimizer_step or nullcontext)():
+                if s.clip_grad_norm is not None:
+                    self._clip_gradients(s.clip_grad_norm)
                 if s.grad_scaler:
                     s.grad_scaler.step(self.optimizer)
                     s.grad_scaler.update()
@@ -147,6 +154,15 @@ class TrainingStep:
         if self.optimizer is not None and not s.optimizer_in_backward:
             self.optimizer.zero_grad(set_to_none=True)
         return total
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        s = self.settings
+        if s.grad_scaler:
+            # The norm is the true gradients' norm: unscale first (the scaler's step then
+            # knows they are unscaled and does not unscale again).
+            s.grad_scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def training_step(

@@ -248,7 +248,9 @@ class MemoryTracker:
             handles += self._install_module_hooks(model, time_modules)
             for param in model.parameters():
                 if param.requires_grad:
-                    handles.append(param.register_post_accumulate_grad_hook(self._grad_ready))
+                    handle = param.register_post_accumulate_grad_hook(self._grad_ready)
+                    _run_first(param, handle)
+                    handles.append(handle)
         if self._start_bytes is None:
             self._start_bytes = self._total
             self._track_start_event = len(self._events)
@@ -412,6 +414,18 @@ class _TrackingMode(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         tree_map_only(torch.Tensor, self.tracker._on_output, out)
         return out
+
+
+def _run_first(param: torch.Tensor, handle) -> None:
+    """Move a post-accumulate-grad hook before the ones already there.
+
+    A hook registered earlier may consume the gradient and free it (an optimizer step
+    inside backward): the gradient must be labelled first. torch has no `prepend` for
+    these hooks, so the order of its hook dict is changed; without it, the hook runs last.
+    """
+    hooks = getattr(param, "_post_accumulate_grad_hooks", None)
+    if hasattr(hooks, "move_to_end") and handle.id in hooks:
+        hooks.move_to_end(handle.id, last=False)
 
 
 def _unpack(tensor: torch.Tensor) -> torch.Tensor:

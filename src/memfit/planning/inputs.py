@@ -30,6 +30,7 @@ from memfit.optim import build_optimizer
 from memfit.planning.scratch import KernelScratch, measure_kernel_scratch
 from memfit.techniques import checkpointing as ckpt
 from memfit.techniques.accumulation import has_batch_statistics, micro_sizes
+from memfit.techniques.activation_offload import measure_host_device_bandwidth, saved_tensor_bytes
 from memfit.techniques.base import Prediction, TechniqueConfig
 from memfit.techniques.blocks import find_blocks
 from memfit.techniques.checkpointing import CheckpointConfig
@@ -80,6 +81,12 @@ class ModelFacts:
     """The optimizer's groups without their parameters (hyper-parameters only)."""
     batch_bytes_by_size: Mapping[int, int]
     unit_input_bytes_per_sample: Mapping[str, float] = field(default_factory=dict)
+    clip_grad_norm: float | None = None
+    """The workload clips the gradients' total norm to this before each step."""
+    saved_bytes_per_sample: float = 0.0
+    """CUDA: bytes of the non-parameter tensors autograd saves in forward, per sample."""
+    saved_parameter_bytes: int = 0
+    """CUDA: bytes of parameters autograd saves in one forward (weights kept by layers)."""
 
     def batch_bytes(self, size: int) -> int:
         return self.batch_bytes_by_size[size]
@@ -97,6 +104,8 @@ class Measurements:
     disk_bandwidth: DiskBandwidth | None = None
     kernel_scratch: KernelScratch | None = None
     """Memory kernels take outside tensors, by phase and micro-batch (None: not measured)."""
+    host_device_bandwidth: float | None = None
+    """CUDA: bytes per second of a pinned copy between host and device (None: not measured)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,10 @@ def read_facts(workload: Workload, request: PlanRequest) -> ModelFacts:
         probe = min(request.batch_size, 4)
         sample = workload.make_batch(probe, request.device)
         kept = ckpt.unit_input_bytes(model, units, lambda: workload.loss(model, sample))
+        saved = None
+        if request.on_cuda:
+            # What activation offload would move across the bus.
+            saved = saved_tensor_bytes(model, lambda: workload.loss(model, sample))
     return ModelFacts(
         units=tuple(units),
         sequential=tuple(sequential),
@@ -158,6 +171,11 @@ def read_facts(workload: Workload, request: PlanRequest) -> ModelFacts:
         optimizer_groups=groups,
         batch_bytes_by_size=batch_bytes,
         unit_input_bytes_per_sample={u: b / probe for u, b in kept.items()},
+        clip_grad_norm=workload.clip_grad_norm,
+        saved_bytes_per_sample=(saved.packed_bytes - saved.parameter_bytes) / probe
+        if saved
+        else 0.0,
+        saved_parameter_bytes=saved.parameter_bytes if saved else 0,
     )
 
 
@@ -194,12 +212,17 @@ def gather(
             units = CheckpointConfig(modules=facts.units) if facts.units else None
             sizes = probe_batches(request.batch_size)[-2:]
             scratch = measure_kernel_scratch(workload, request.device, sizes, units)
+        bandwidth = None
+        if request.on_cuda and time_model.source != "not needed":
+            bandwidth = measure_host_device_bandwidth(request.device)
         bar.advance()
     return PlanContext(
         workload_name=workload.name,
         request=request,
         facts=facts,
-        measurements=Measurements(time_model=time_model, kernel_scratch=scratch),
+        measurements=Measurements(
+            time_model=time_model, kernel_scratch=scratch, host_device_bandwidth=bandwidth
+        ),
         baseline=baseline,
     )
 

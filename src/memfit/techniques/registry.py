@@ -6,10 +6,12 @@ from collections.abc import Iterable
 
 from memfit.errors import PlanError
 from memfit.techniques.accumulation import MicroBatching
+from memfit.techniques.activation_offload import ActivationOffload
 from memfit.techniques.base import Technique, TechniqueConfig, Training
 from memfit.techniques.checkpointing import Checkpointing
 from memfit.techniques.lowbit import LowBitState
 from memfit.techniques.offload import OffloadState
+from memfit.techniques.optimizer_in_backward import OptimizerInBackward
 from memfit.techniques.precision import Precision
 from memfit.techniques.sharding import Sharding
 
@@ -20,6 +22,8 @@ TECHNIQUES: tuple[Technique, ...] = (
     LowBitState(),
     OffloadState(),
     Sharding(),
+    OptimizerInBackward(),
+    ActivationOffload(),
 )
 _BY_NAME = {t.name: t for t in TECHNIQUES}
 

@@ -62,6 +62,8 @@ class Sharding(Technique):
     def conflicts(self, config, others: Mapping[str, TechniqueConfig], ctx) -> str | None:
         if "offload" in others:
             return "offloaded optimizer state does not combine with sharding"
+        if "optimizer-in-backward" in others:
+            return "the update inside backward does not combine with sharding"
         return None
 
     def effect(self, config: ShardingConfig, prediction: Prediction, ctx: PlanContext):
