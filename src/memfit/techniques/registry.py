@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from memfit.errors import PlanError
 from memfit.techniques.accumulation import MicroBatching
 from memfit.techniques.base import Technique, TechniqueConfig, Training
+from memfit.techniques.bf16_weights import BF16Weights
 from memfit.techniques.checkpointing import Checkpointing
 from memfit.techniques.lowbit import LowBitState
 from memfit.techniques.offload import OffloadState
@@ -18,6 +19,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     Checkpointing(),
     Precision(),
     LowBitState(),
+    BF16Weights(),
     OffloadState(),
     Sharding(),
 )
