@@ -12,6 +12,7 @@ import torch
 
 from memfit import zoo
 from memfit.planning import PlanSettings, plan
+from memfit.techniques.bf16_weights import BF16WeightsConfig
 from memfit.techniques.lowbit import LowBitStateConfig
 from memfit.techniques.offload import OffloadStateConfig
 from memfit.techniques.optimizer_in_backward import OptimizerInBackwardConfig
@@ -23,6 +24,13 @@ CONFIGS = {
     "4bit": LowBitStateConfig(bits=4),
     "offload": OffloadStateConfig(max_resident_bytes=8 * 2**20),
     "in-backward": OptimizerInBackwardConfig(),
+    "bf16-weights": (BF16WeightsConfig(),),
+    "bf16-weights+8bit": (LowBitStateConfig(bits=8), BF16WeightsConfig()),
+    "bf16-weights+4bit+in-backward": (
+        LowBitStateConfig(bits=4),
+        BF16WeightsConfig(),
+        OptimizerInBackwardConfig(),
+    ),
     "plain": None,
 }
 
@@ -39,10 +47,11 @@ def _optimizer(model):
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_groups_hyperparameters_and_scheduler_survive_apply(name):
-    if name.endswith("bit") and importlib.util.find_spec("torchao") is None:
-        pytest.skip("low-bit state needs torchao")
+    if ("bit" in name or "bf16" in name) and importlib.util.find_spec("torchao") is None:
+        pytest.skip("low-bit state and bf16 weights need torchao")
     base = plan(WORKLOAD, "1TB", batch_size=BATCH, reserve_bytes=0)
-    configs = (CONFIGS[name],) if CONFIGS[name] else ()
+    config = CONFIGS[name]
+    configs = config if isinstance(config, tuple) else (config,) if config else ()
     the_plan = base.with_settings(PlanSettings(BATCH, configs))
     torch.manual_seed(0)
     model = WORKLOAD.build_model()

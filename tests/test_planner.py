@@ -55,7 +55,9 @@ def test_when_model_states_dominate_compact_state_beats_checkpointing():
     p = plan(w, "420MB", batch_size=8, reserve_bytes=0, allow_offload=False)
     assert p.baseline.peak_phase == "optimizer_step"
     assert any("optimizer step sets the peak" in n for n in p.notes)
-    assert p.fits and p.optimizer_state in ("8bit", "4bit")
+    # Compact model state: low-bit moments, or bf16 weights (half the bytes of parameters,
+    # gradients and moments), whichever is predicted faster here.
+    assert p.fits and (p.optimizer_state in ("8bit", "4bit") or p.to_dict()["weights"] == "bf16")
     assert not p.checkpointed
     exact = plan(w, "420MB", batch_size=8, exact=True, reserve_bytes=0, allow_offload=False)
     assert not exact.fits and exact.shortfall_bytes > 0

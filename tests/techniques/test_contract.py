@@ -29,6 +29,7 @@ from memfit.planning.inputs import FakeRuns, PlanRequest, gather, measure_more
 from memfit.planning.search import _Search, evaluate
 from memfit.techniques.accumulation import MicroBatchConfig, has_batch_statistics
 from memfit.techniques.base import Training
+from memfit.techniques.bf16_weights import BF16WeightsConfig
 from memfit.techniques.checkpointing import CheckpointConfig, candidate_units
 from memfit.techniques.lowbit import LowBitStateConfig
 from memfit.techniques.offload import OffloadStateConfig
@@ -71,6 +72,16 @@ def _settings(name: str):
         cases["8bit"] = (LowBitStateConfig(bits=8),)
         cases["4bit+micro"] = (LowBitStateConfig(bits=4), micro)
         cases["bf16+8bit"] = (PrecisionConfig(dtype="bf16"), LowBitStateConfig(bits=8))
+        # One case each (every one compiles torchao's step anew): tied embeddings kept
+        # tied through the cast; low-bit state rebuilt with stochastic rounding.
+        if name == "transformer-tied":
+            cases["bf16-weights"] = (BF16WeightsConfig(),)
+        else:
+            cases["bf16-weights+8bit+micro"] = (
+                LowBitStateConfig(bits=8),
+                BF16WeightsConfig(),
+                micro,
+            )
     return cases
 
 
@@ -111,7 +122,7 @@ def test_prediction_holds_against_the_tracker_and_the_process(arch, case, plans,
     measured = verify(planned, workload, steps=1, timed=False)
     # torchao's compiled step runs unseen by the tracker, which then reads its temporaries
     # from the process, as the prediction does: the process is the witness there.
-    compiled = any(isinstance(c, LowBitStateConfig) for c in configs)
+    compiled = any(isinstance(c, (LowBitStateConfig, BF16WeightsConfig)) for c in configs)
     if case != "offload":
         # Offloaded state lives in mapped files, which are not tensors: only the process
         # sees them, so the tracker is no witness there either.

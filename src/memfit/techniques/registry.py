@@ -8,6 +8,7 @@ from memfit.errors import PlanError
 from memfit.techniques.accumulation import MicroBatching
 from memfit.techniques.activation_offload import ActivationOffload
 from memfit.techniques.base import Technique, TechniqueConfig, Training
+from memfit.techniques.bf16_weights import BF16Weights
 from memfit.techniques.checkpointing import Checkpointing
 from memfit.techniques.lowbit import LowBitState
 from memfit.techniques.offload import OffloadState
@@ -20,6 +21,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     Checkpointing(),
     Precision(),
     LowBitState(),
+    BF16Weights(),
     OffloadState(),
     Sharding(),
     OptimizerInBackward(),
