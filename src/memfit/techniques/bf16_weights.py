@@ -321,7 +321,7 @@ def _fake_step_class(cls: type) -> type:
     """`cls` whose step only counts, for fake runs, where compiled code cannot run.
 
     torchao's compiled step updates each weight and its moments in place in one fused
-    kernel: over a 4M-value bf16 parameter's step the process's peak rose by nothing
+    kernel: over a 1M-value bf16 parameter's step the process's peak rose by nothing
     measurable (see `tests/techniques/test_bf16_weights.py`), so on fake tensors the step
     allocates nothing and only moves its counter.
     """
