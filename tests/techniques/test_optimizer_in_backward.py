@@ -184,6 +184,23 @@ def test_low_bit_twins_get_one_parameter_optimizers_of_their_class():
         assert one.param_groups[0]["params"] == [model.weight]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="needs torchao")
+def test_plain_adam_under_bf16_weights_stays_adam_one_parameter_at_a_time():
+    # bf16 weights stand torchao's AdamW-only class in for Adam by `is_adamw = False`, an
+    # attribute no constructor takes: a one-parameter copy without it would decay weights
+    # the AdamW way.
+    from memfit.techniques.bf16_weights import BF16Weights, BF16WeightsConfig
+
+    model = torch.nn.Linear(64, 64)
+    user = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.1)
+    training = Training(model=model, optimizer=user, settings=StepSettings(), batch_size=1)
+    BF16Weights().apply(BF16WeightsConfig(), training)
+    assert training.optimizer.is_adamw is False
+    group = training.optimizer.param_groups[0]
+    one = one_parameter_optimizer(training.optimizer, group, model.weight)
+    assert one.is_adamw is False and one.bf16_stochastic_round is True
+
+
 def test_a_scheduler_on_the_users_optimizer_steers_the_updates():
     model = torch.nn.Linear(8, 8)
     user = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -130,6 +130,10 @@ def _paused_modes():
     return _disable_current_modes()
 
 
+OBJECT_SETTINGS = ("is_adamw",)
+"""Attributes an optimizer may carry outside its constructor's arguments and its groups."""
+
+
 def one_parameter_optimizer(
     optimizer: torch.optim.Optimizer, group: Mapping[str, Any], param: torch.Tensor
 ) -> torch.optim.Optimizer:
@@ -144,12 +148,18 @@ def one_parameter_optimizer(
         if p.kind is p.KEYWORD_ONLY and name not in group and hasattr(optimizer, name):
             extra[name] = getattr(optimizer, name)
     try:
-        return cls([dict(group, params=[param])], **extra)
+        one = cls([dict(group, params=[param])], **extra)
     except TypeError as exc:
         raise TechniqueError(
             f"cannot build a one-parameter {cls.__name__} for the update in backward ({exc}); "
             "drop optimizer-in-backward or use torch's Adam, AdamW or SGD"
         ) from exc
+    # Set on the object after construction, never passed to it: torchao's full-precision
+    # `_AdamW` stands in for Adam (coupled weight decay) only through `is_adamw = False`.
+    for name in OBJECT_SETTINGS:
+        if hasattr(optimizer, name):
+            setattr(one, name, getattr(optimizer, name))
+    return one
 
 
 def unsupported_reason(kind: str, clip_grad_norm: float | None) -> str | None:
