@@ -8,6 +8,7 @@ from memfit.errors import PlanError
 from memfit.techniques.accumulation import MicroBatching
 from memfit.techniques.base import Technique, TechniqueConfig, Training
 from memfit.techniques.checkpointing import Checkpointing
+from memfit.techniques.lora import Lora
 from memfit.techniques.lowbit import LowBitState
 from memfit.techniques.offload import OffloadState
 from memfit.techniques.precision import Precision
@@ -20,6 +21,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     LowBitState(),
     OffloadState(),
     Sharding(),
+    Lora(),
 )
 _BY_NAME = {t.name: t for t in TECHNIQUES}
 
