@@ -30,6 +30,7 @@ from memfit.planning.search import _Search, evaluate
 from memfit.techniques.accumulation import MicroBatchConfig, has_batch_statistics
 from memfit.techniques.base import Training
 from memfit.techniques.checkpointing import CheckpointConfig, candidate_units
+from memfit.techniques.lora import LoraConfig
 from memfit.techniques.lowbit import LowBitStateConfig
 from memfit.techniques.offload import OffloadStateConfig
 from memfit.techniques.precision import PrecisionConfig
@@ -45,6 +46,7 @@ ARCHITECTURES = {
     "residual": (zoo.get("wrn-28-2", depth=10), 32),
 }
 HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
+HAS_PEFT = importlib.util.find_spec("peft") is not None
 
 
 def _units(workload):
@@ -69,6 +71,11 @@ def _settings(name: str):
         cases["8bit"] = (LowBitStateConfig(bits=8),)
         cases["4bit+micro"] = (LowBitStateConfig(bits=4), micro)
         cases["bf16+8bit"] = (PrecisionConfig(dtype="bf16"), LowBitStateConfig(bits=8))
+    if name in ("mlp", "transformer-tied") and HAS_PEFT:
+        # Learns differently (offered only when allowed), so named here rather than found.
+        cases["lora"] = (LoraConfig(),)
+        if HAS_TORCHAO:
+            cases["lora-int8+micro"] = (LoraConfig(base="int8"), micro)
     return cases
 
 

@@ -115,7 +115,9 @@ def _snapshot(param: torch.Tensor) -> list[torch.Tensor]:
     return [param.detach().clone()]
 
 
-@pytest.mark.parametrize(("workload", "base"), [(GPT2, "bf16"), (LLAMA, "int8")])
+@pytest.mark.parametrize(
+    ("workload", "base"), [(GPT2, "bf16"), (LLAMA, "int8"), (GPT2, "int8")], ids=str
+)
 def test_predicted_model_state_bytes_are_the_real_ones_after_a_step(workload, base):
     config = LoraConfig(base=base)
     predicted = predict(workload, [config], batch_size=BATCH).prediction.phases["optimizer_step"]

@@ -150,7 +150,7 @@ def read_facts(workload: Workload, request: PlanRequest) -> ModelFacts:
         probe = min(request.batch_size, 4)
         sample = workload.make_batch(probe, request.device)
         kept = ckpt.unit_input_bytes(model, units, lambda: workload.loss(model, sample))
-        lora_targets = _lora_targets(model) if request.allow else {}
+        lora_targets = _lora_targets(model)
     return ModelFacts(
         units=tuple(units),
         sequential=tuple(sequential),

@@ -123,7 +123,8 @@ def store_frozen_in(model: nn.Module, dtype: torch.dtype, skip: set[str]) -> Non
 
 def quantize_int8(model: nn.Module, targets: Iterable[str]) -> None:
     """torchao's weight-only int8 (one int8 code per weight, one scale and zero point per
-    output row) on the targeted layers; peft then wraps them with `TorchaoLoraLinear`."""
+    output row) on the targeted layers; peft then wraps them with `TorchaoLoraLinear`.
+    GPT-2's Conv1D layers become the equivalent nn.Linear first: torchao quantizes those."""
     if importlib.util.find_spec("torchao") is None:
         raise MissingDependencyError(
             "int8 base weights need torchao (pip install 'memfit[lowbit]')"
@@ -131,15 +132,29 @@ def quantize_int8(model: nn.Module, targets: Iterable[str]) -> None:
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
     wanted = set(targets)
-    bad = [n for n, m in model.named_modules() if n in wanted and not isinstance(m, nn.Linear)]
-    if bad:
-        raise TechniqueError(
-            f"torchao quantizes nn.Linear only, not {bad[0]!r}: use base storage bf16"
-        )
+    modules = dict(model.named_modules())
+    for name in wanted:
+        if not isinstance(modules[name], nn.Linear):
+            _replace(model, name, _as_linear(modules[name]))
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda _m, fqn: fqn in wanted)
     for name, module in model.named_modules():
         if name in wanted:
             module.forward = types.MethodType(_frozen_quantized_forward, module)
+
+
+def _as_linear(conv: nn.Module) -> nn.Linear:
+    """GPT-2's Conv1D (x @ W + b, W stored in x out) as the nn.Linear torchao quantizes."""
+    weight = conv.weight
+    linear = nn.Linear(conv.nx, conv.nf, bias=conv.bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight.detach().t().contiguous(), requires_grad=False)
+    if conv.bias is not None:
+        linear.bias = nn.Parameter(conv.bias.detach(), requires_grad=False)
+    return linear
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 class _FrozenQuantizedLinear(torch.autograd.Function):
@@ -195,9 +210,7 @@ def quantize_nf4(model: nn.Module, targets: Iterable[str], device: str) -> None:
         )
         if old.bias is not None:
             new.bias = nn.Parameter(old.bias.data.to(torch.bfloat16), requires_grad=False)
-        new = new.to(device)  # Params4bit quantizes here
-        parent_name, _, child = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else model, child, new)
+        _replace(model, name, new.to(device))  # Params4bit quantizes on the move
 
 
 def inject_adapters(
