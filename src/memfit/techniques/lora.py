@@ -211,7 +211,7 @@ class Lora(Technique):
             f"LoRA trains {trained:,} adapter values ({trained / max(total, 1):.2%} of the "
             f"model) of rank {config.rank} on {len(config.targets or ctx.facts.lora_targets)} "
             f"linear layers; the rest is frozen, stored as {storage}. It changes what is "
-            "learned: adapters usually want a learning rate about 10x a full fine-tune's"
+            "learned: adapters often want a learning rate about 10x a full fine-tune's"
         ]
 
     def contract_fields(self, config: LoraConfig | None, batch_size: int) -> dict[str, Any]:
