@@ -31,6 +31,7 @@ from memfit.techniques.accumulation import MicroBatchConfig, has_batch_statistic
 from memfit.techniques.base import Training
 from memfit.techniques.bf16_weights import BF16WeightsConfig
 from memfit.techniques.checkpointing import CheckpointConfig, candidate_units
+from memfit.techniques.lora import LoraConfig
 from memfit.techniques.lowbit import LowBitStateConfig
 from memfit.techniques.offload import OffloadStateConfig
 from memfit.techniques.optimizer_in_backward import OptimizerInBackwardConfig
@@ -47,6 +48,7 @@ ARCHITECTURES = {
     "residual": (zoo.get("wrn-28-2", depth=10), 32),
 }
 HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
+HAS_PEFT = importlib.util.find_spec("peft") is not None
 
 
 def _units(workload):
@@ -82,6 +84,11 @@ def _settings(name: str):
                 BF16WeightsConfig(),
                 micro,
             )
+    if name in ("mlp", "transformer-tied") and HAS_PEFT:
+        # Learns differently (offered only when allowed), so named here rather than found.
+        cases["lora"] = (LoraConfig(),)
+        if HAS_TORCHAO:
+            cases["lora-int8+micro"] = (LoraConfig(base="int8"), micro)
     return cases
 
 

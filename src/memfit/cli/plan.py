@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
         action="append",
         default=[],
         metavar="TECHNIQUE",
-        help="also offer a technique that changes what is learned (repeatable)",
+        help="also offer a technique that changes what is learned: lora (LoRA/QLoRA adapters "
+        "on a frozen model, through peft)",
     )
     parser.add_argument(
         "--reserve",

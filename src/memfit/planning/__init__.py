@@ -76,6 +76,7 @@ def plan(
     batch = batch_size or workload.default_batch_size
     if batch < 1:
         raise PlanError("the batch size must be at least 1")
+    allow = _checked_allow(allow)
     room = budget.room(reserve_bytes)
     if room.usable_bytes <= 0:
         raise PlanError(
@@ -106,6 +107,23 @@ def plan(
                 ctx = more
                 result = search(ctx, runs, bar)
     return build_plan(ctx, result, workload, state_dir)
+
+
+def _checked_allow(allow: Iterable[str]) -> frozenset[str]:
+    """The names in `allow`, each a technique that changes what is learned."""
+    from memfit.techniques.base import LEARNS
+    from memfit.techniques.registry import TECHNIQUES
+
+    if isinstance(allow, str):
+        allow = [allow]
+    learns = [t.name for t in TECHNIQUES if t.kind == LEARNS]
+    for name in allow:
+        if name not in learns:
+            raise PlanError(
+                f"--allow {name!r} is not a technique that changes what is learned; "
+                f"memfit has: {', '.join(learns)}"
+            )
+    return frozenset(allow)
 
 
 def predict(

@@ -87,6 +87,8 @@ class ModelFacts:
     """CUDA: bytes of the non-parameter tensors autograd saves in forward, per sample."""
     saved_parameter_bytes: int = 0
     """CUDA: bytes of parameters autograd saves in one forward (weights kept by layers)."""
+    lora_targets: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """The linear layers LoRA would adapt (every one but the head): (in, out) by name."""
 
     def batch_bytes(self, size: int) -> int:
         return self.batch_bytes_by_size[size]
@@ -102,6 +104,8 @@ class Measurements:
     low_bit_step_copies: Mapping[int, float] = field(default_factory=dict)
     """fp32 copies of the largest parameter each low-bit step holds at once."""
     disk_bandwidth: DiskBandwidth | None = None
+    lora_base_slowdown: Mapping[str, float] = field(default_factory=dict)
+    """A frozen layer's time under each LoRA base storage over a trained fp32 layer's."""
     kernel_scratch: KernelScratch | None = None
     """Memory kernels take outside tensors, by phase and micro-batch (None: not measured)."""
     host_device_bandwidth: float | None = None
@@ -159,6 +163,7 @@ def read_facts(workload: Workload, request: PlanRequest) -> ModelFacts:
         if request.on_cuda:
             # What activation offload would move across the bus.
             saved = saved_tensor_bytes(model, lambda: workload.loss(model, sample))
+        lora_targets = _lora_targets(model)
     return ModelFacts(
         units=tuple(units),
         sequential=tuple(sequential),
@@ -176,7 +181,15 @@ def read_facts(workload: Workload, request: PlanRequest) -> ModelFacts:
         if saved
         else 0.0,
         saved_parameter_bytes=saved.parameter_bytes if saved else 0,
+        lora_targets=lora_targets,
     )
+
+
+def _lora_targets(model: nn.Module) -> dict[str, tuple[int, int]]:
+    from memfit.techniques._lora_layers import default_targets, linear_shape
+
+    modules = dict(model.named_modules())
+    return {name: linear_shape(modules[name]) for name in default_targets(model)}
 
 
 def gather(
@@ -254,6 +267,12 @@ def measure_more(ctx: PlanContext, stage: str, *, state_dir: str | None = None) 
             changes["low_bit_step_copies"] = {
                 bits: low_bit_step_copies(bits, req.device, shape) for bits in (8, 4)
             }
+    if stage == "lossy" and not req.exact and "lora" in req.allow:
+        from memfit.techniques._lora_layers import measured_base_slowdown, offered_bases
+
+        changes["lora_base_slowdown"] = {
+            base: measured_base_slowdown(base, req.device) for base in offered_bases(req.device)
+        }
     if stage == "slow" and req.allow_offload and facts.optimizer_kind in ("adam", "adamw"):
         from memfit.techniques.offload import measure_disk_bandwidth
 

@@ -10,6 +10,7 @@ from memfit.techniques.activation_offload import ActivationOffload
 from memfit.techniques.base import Technique, TechniqueConfig, Training
 from memfit.techniques.bf16_weights import BF16Weights
 from memfit.techniques.checkpointing import Checkpointing
+from memfit.techniques.lora import Lora
 from memfit.techniques.lowbit import LowBitState
 from memfit.techniques.offload import OffloadState
 from memfit.techniques.optimizer_in_backward import OptimizerInBackward
@@ -26,6 +27,7 @@ TECHNIQUES: tuple[Technique, ...] = (
     Sharding(),
     OptimizerInBackward(),
     ActivationOffload(),
+    Lora(),
 )
 _BY_NAME = {t.name: t for t in TECHNIQUES}
 
