@@ -12,22 +12,27 @@ for every mode.
 Modes, each through `plan.apply` (the same `PlannedStep`): torch's AdamW in fp32;
 `bf16-weights` (torchao's `_AdamW` with `bf16_stochastic_round=True`; its moments are
 bf16, as torchao makes them for bf16 parameters); the same with fp32 moments; and with
-low-bit state first (torchao's AdamW8bit / AdamW4bit rebuilt with stochastic rounding).
+low-bit state first (torchao's AdamW8bit / AdamW4bit rebuilt with stochastic rounding);
+and the tightest: bf16 weights, 4-bit state and the update inside backward (no gradient
+buffer).
 
 Figures, all measured:
 - `final loss`: mean training loss of the last 20 steps; `vs fp32`: its relative difference.
 - `B/param`: parameters + gradients + optimizer state, counted from the live tensors
   (numel x element_size, torchao's quantized state through its inner tensors) right after
-  an optimizer step, before zero_grad, divided by the parameter count.
+  an optimizer step, before zero_grad, divided by the parameter count. With the update in
+  backward no gradient is left by then: the most gradient bytes the tracker saw alive
+  at once is added instead.
 - `tracker p/g/o`: memfit's tracker's parameters / gradients / optimizer bytes in the
   optimizer-step phase of one tracked step (the 11th), in MB.
 - `step s`, `time ratio`: median step time over steps 21..300, and over fp32's.
 
-    .venv/bin/python benchmarks/bf16_weights.py   (it drops MALLOC_MMAP_THRESHOLD_: see main)
+    .venv/bin/python benchmarks/bf16_weights.py [--modes 5]   (drops MALLOC_MMAP_THRESHOLD_: see main)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -42,6 +47,7 @@ from memfit import plan, zoo
 from memfit.planning import PlanSettings
 from memfit.techniques.bf16_weights import BF16WeightsConfig
 from memfit.techniques.lowbit import LowBitStateConfig
+from memfit.techniques.optimizer_in_backward import OptimizerInBackwardConfig
 
 STEPS = int(os.environ.get("BF16_BENCH_STEPS", 300))
 BATCH = 4
@@ -53,6 +59,12 @@ MODES = {
     "bf16 weights (fp32 moments)": (BF16WeightsConfig(fp32_moments=True),),
     "bf16 weights + 8-bit state": (LowBitStateConfig(bits=8), BF16WeightsConfig()),
     "bf16 weights + 4-bit state": (LowBitStateConfig(bits=4), BF16WeightsConfig()),
+    # The tightest model state the planner can make: no gradient buffer either.
+    "bf16 weights + 4-bit state + update in backward": (
+        LowBitStateConfig(bits=4),
+        BF16WeightsConfig(),
+        OptimizerInBackwardConfig(),
+    ),
 }
 WORKLOAD = zoo.get("llama", layers=4, d_model=256, heads=4, hidden=688, vocab=256, seq_len=SEQ)
 
@@ -110,6 +122,9 @@ def run(name: str, configs, text: torch.Tensor, base) -> dict:
             # optimizer-step phase (parameters, gradients and state all alive).
             loss, result = step.measure_result(batch)
             tracker = result.phase_categories["optimizer_step"]
+            # The update in backward frees each gradient as it is used: what it holds at
+            # once is the most the tracker saw in any phase.
+            grads_at_most = max(c["gradients"] for c in result.phase_categories.values())
         else:
             if i == 11:
                 counted = {}
@@ -118,6 +133,7 @@ def run(name: str, configs, text: torch.Tensor, base) -> dict:
                     # After the optimizer step, before zero_grad frees the gradients.
                     if phase == "zero_grad":
                         counted["bytes"] = model_state_bytes(model, step.optimizer)
+                        counted["no_grads"] = all(p.grad is None for p in model.parameters())
 
                 step.on_phase = at
             start = time.perf_counter()
@@ -126,12 +142,15 @@ def run(name: str, configs, text: torch.Tensor, base) -> dict:
             if i == 11:
                 step.on_phase = None
                 state = counted["bytes"]
+                state_has_no_grads = counted["no_grads"]
         losses.append(loss)
     return {
         "name": name,
         "loss": statistics.fmean(losses[-20:]),
         "first": losses[0],
-        "bytes_per_param": state / n_params,
+        # Live tensors after the step; gradients already freed inside backward are
+        # counted at the most the tracker saw alive.
+        "bytes_per_param": (state + (grads_at_most if state_has_no_grads else 0)) / n_params,
         "tracker": tracker,
         "step_s": statistics.median(times[20:]),
         "params": n_params,
@@ -143,10 +162,16 @@ def main() -> None:
         # The figures here are tensors' bytes, not RSS: without glibc's pooling of large
         # blocks every step faults in fresh pages, which made steps ~6x slower here.
         os.execv(sys.executable, [sys.executable, *sys.argv])
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--modes", help="comma-separated mode numbers (0 = fp32 AdamW, always run)", default=""
+    )
+    chosen = {0, *(int(m) for m in parser.parse_args().modes.split(",") if m)}
+    modes = {k: v for i, (k, v) in enumerate(MODES.items()) if i in chosen or len(chosen) == 1}
     text = stdlib_text()
     base = plan(WORKLOAD, "1TB", batch_size=BATCH, reserve_bytes=0)
     results = []
-    for name, configs in MODES.items():
+    for name, configs in modes.items():
         start = time.perf_counter()
         results.append(run(name, configs, text, base))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)

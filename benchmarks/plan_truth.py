@@ -14,6 +14,7 @@ measured step time, and planning time against one measured profile of the same w
 
     .venv/bin/python benchmarks/plan_truth.py            # all workloads
     .venv/bin/python benchmarks/plan_truth.py --quick    # three workloads, two budgets
+    .venv/bin/python benchmarks/plan_truth.py --only mlp,unet
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", nargs="+")
+    parser.add_argument("--only", help="comma-separated workload labels (default: all)")
     args = parser.parse_args()
     if args.child:
         kind, spec, batch, shape, *rest = args.child
@@ -108,6 +110,9 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     workloads = WORKLOADS[:3] if args.quick else WORKLOADS
+    if args.only:
+        wanted = set(args.only.split(","))
+        workloads = [w for w in WORKLOADS if w[0] in wanted]
     fractions = FRACTIONS[:2] if args.quick else FRACTIONS
     rows, tracker_err, process_err, time_err, ratio, over = [], [], [], [], [], 0
     print(

@@ -86,7 +86,8 @@ def test_nodes_shard_model_states_per_rank(capsys):
     two = json.loads(capsys.readouterr().out)
     assert not one["fits"] and one["min_nodes"] == 2
     assert two["fits"] and two["nodes"] == 2
-    assert two["predicted_peak_bytes"] < 0.6 * one["predicted_peak_bytes"]
+    # Model states dominate this MLP: two ranks hold a little over half of the plain step.
+    assert two["predicted_peak_bytes"] < 0.6 * one["baseline_peak_bytes"]
 
 
 def test_precision_is_the_planners_choice():
