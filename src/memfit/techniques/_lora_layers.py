@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-import time
 import types
 import warnings
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from memfit.errors import MissingDependencyError, TechniqueError
+from memfit.measure.stopwatch import best_time
 
 HEAD_NAMES = ("lm_head", "head", "classifier", "score")
 """Last name parts of output heads. peft's `all-linear` leaves out a Hugging Face
@@ -346,21 +346,7 @@ def measured_base_slowdown(base: str, device: str = "cpu", size: int = 1024) -> 
         return lin
 
     def timed(module: nn.Module) -> float:
-        def work():
-            module(x).sum().backward()
-
-        work()  # warm-up: kernel selection
-        best = float("inf")
-        for _ in range(5):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(3):
-                work()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        return best
+        return best_time(lambda: module(x).sum().backward(), dev)
 
     return max(timed(layer(base)) / timed(layer("fp32")), 0.05)
 

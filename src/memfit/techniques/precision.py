@@ -10,7 +10,6 @@ times slower, so the slowdown is timed, never assumed.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from memfit.errors import TechniqueError
+from memfit.measure.stopwatch import best_time
 from memfit.techniques.base import LOSSY, Prediction, Technique, TechniqueConfig, Training
 
 if TYPE_CHECKING:
@@ -113,19 +113,8 @@ def measured_slowdown(precision: str, device: str = "cpu", size: int = 384) -> f
         return torch.nn.functional.gelu(lin(x)).sum()
 
     def timed(ctx) -> float:
-        with ctx:
-            work()  # warm-up: kernel selection, autocast weight cache
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            best = float("inf")
-            for _ in range(5):
-                start = time.perf_counter()
-                for _ in range(3):
-                    work()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - start)
-        return best
+        with ctx:  # the warm-up fills autocast's weight cache too
+            return best_time(work, dev)
 
     with torch.no_grad():
         base = timed(nullcontext())
