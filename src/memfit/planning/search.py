@@ -6,9 +6,10 @@ A pure function of its inputs (`PlanContext` and the fake-tensor runs it asks fo
    costs the user: `(slow, learns-differently, lossy)` counts, so exact combinations
    come first, then lossy ones, and disk offload only when nothing else fits; with
    `exact=True` lossy combinations are dropped;
-2. within a tier, each combination is tried with each way of checkpointing, and for
-   each the largest micro-batch that fits is found by bisection (the peak falls with
-   the micro-batch);
+2. within a tier, a combination that does not fit even at its smallest micro-batch with
+   every unit checkpointed is left at once; the others are tried with each way of
+   checkpointing, and for each the largest micro-batch that fits is found by bisection
+   (the peak falls with the micro-batch);
 3. the first tier with a fitting combination wins: its fastest one, where "fastest"
    ignores differences under `TIE_TOLERANCE` (timing noise) in favour of fewer
    micro-batches and fewer recomputed modules.
@@ -177,6 +178,8 @@ class _Search:
     # ---- micro-batches and checkpointing for one combination ---------------------------------
     def best_for(self, combo: tuple[TechniqueConfig, ...]) -> list[Candidate]:
         """The largest fitting micro-batch for each way of checkpointing `combo`."""
+        if not self.can_fit(combo):
+            return []
         found = []
         above = 0
         for option in self.checkpoint_options(combo):
@@ -187,6 +190,31 @@ class _Search:
                 # micro-batches with more recompute could only be slower.
                 above = best.settings.micro_batch_size
         return found
+
+    def can_fit(self, combo) -> bool:
+        """Whether `combo` fits at its smallest micro-batch, as is or with every unit
+        checkpointed (or in segments): the lowest peaks it can reach. A combination that
+        fits neither way is left before the bisections, which would each try it at
+        several micro-batch sizes for nothing."""
+        sizes = [
+            m
+            for m in micro_sizes(self.batch)
+            if m >= self.min_micro and self.compatible(self.with_micro(combo, m, None))
+        ]
+        if not sizes:
+            return False
+        micro = min(sizes)
+        options = [None]
+        if self.checkpointing.supports(self.ctx) is None:
+            options += [
+                option(micro)
+                for option in list(self.checkpointing.options(self.ctx, lambda _m: None))[2:]
+            ]
+        for checkpoint in options:
+            configs = self.with_micro(combo, micro, checkpoint)
+            if self.compatible(configs) and self.evaluate(configs).fits:
+                return True
+        return False
 
     def checkpoint_options(self, combo) -> Iterator:
         if self.checkpointing.supports(self.ctx) is not None:
