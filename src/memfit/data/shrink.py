@@ -146,16 +146,7 @@ class ShrinkPlan:
                 old_bytes = int(old.memory_usage(deep=True, index=False))
             plan = self._by_name.get(name)
             if plan is None:
-                reports.append(
-                    ColumnReport(
-                        name,
-                        str(old.dtype),
-                        str(old.dtype),
-                        old_bytes,
-                        old_bytes,
-                        note="not in the plan: left as it is",
-                    )
-                )
+                reports.append(_kept(name, old, old_bytes, "not in the plan: left as it is"))
                 continue
             new, plan._precast = (plan._precast if use_precast else None), None
             if new is None:
@@ -166,16 +157,8 @@ class ShrinkPlan:
                         raise
                     # Fitted on these very values, a refusal means the values read while
                     # fitting were not these (objects rounded to numbers): keep the column.
-                    reports.append(
-                        ColumnReport(
-                            name,
-                            str(old.dtype),
-                            str(old.dtype),
-                            old_bytes,
-                            old_bytes,
-                            note=f"kept: {plan.new_dtype} refused ({type(exc).__name__})",
-                        )
-                    )
+                    note = f"kept: {plan.new_dtype} refused ({type(exc).__name__})"
+                    reports.append(_kept(name, old, old_bytes, note))
                     continue
             report = ColumnReport(name, str(old.dtype), str(new.dtype), old_bytes, old_bytes)
             if new is not old:
@@ -266,6 +249,11 @@ class ShrinkPlan:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ShrinkPlan:
         return cls.from_json(Path(path).read_text())
+
+
+def _kept(name: Hashable, old: pd.Series, old_bytes: int, note: str) -> ColumnReport:
+    """The report of a column left as it was."""
+    return ColumnReport(name, str(old.dtype), str(old.dtype), old_bytes, old_bytes, note=note)
 
 
 def fit_shrink(
