@@ -49,6 +49,9 @@ from memfit.techniques.bf16_weights import BF16WeightsConfig
 from memfit.techniques.lowbit import LowBitStateConfig
 from memfit.techniques.optimizer_in_backward import OptimizerInBackwardConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tensor_bytes import tensor_bytes  # noqa: E402
+
 STEPS = int(os.environ.get("BF16_BENCH_STEPS", 300))
 BATCH = 4
 SEQ = 32
@@ -91,13 +94,6 @@ def batches(text: torch.Tensor):
         starts = torch.randint(0, len(text) - SEQ - 1, (BATCH,), generator=g)
         rows = torch.stack([text[s : s + SEQ + 1] for s in starts.tolist()])
         yield rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    if hasattr(t, "__tensor_flatten__"):  # torchao's quantized state: its inner tensors
-        names, _ = t.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(t, n)) for n in names)
-    return t.numel() * t.element_size()
 
 
 def model_state_bytes(model, optimizer) -> int:

@@ -30,30 +30,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 MODEL = "gpt2:seq_len=128"
 BATCH = 2
 MODES = {"full": None, "lora bf16": "bf16", "lora int8": "int8"}
 ROUNDS = 3
 
-
-def _bytes(tensors) -> int:
-    import torch
-
-    seen, total = set(), 0
-    for t in tensors:
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if hasattr(type(t), "__tensor_flatten__") and type(t) not in (
-            torch.Tensor,
-            torch.nn.Parameter,
-        ):
-            names, _ = t.__tensor_flatten__()
-            total += sum(getattr(t, n).numel() * getattr(t, n).element_size() for n in names)
-        else:
-            total += t.numel() * t.element_size()
-    return total
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tensor_bytes import distinct_bytes as _bytes  # noqa: E402
 
 
 def child(mode: str) -> None:
